@@ -1,0 +1,73 @@
+# Ketepai: `make run` chats with the bot, `make test` runs every test. `make help` lists all targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python 3.10 only (rasa 3.6 needs <3.11): python3.10 on PATH, else pyenv's newest 3.10.x.
+PYTHON310 := $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V | tail -1); do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+RASA := $(VENV)/bin/rasa
+KETEPAI := $(VENV)/bin/ketepai
+DATA := nlu_data
+# Everything the model is trained from; a change to any of them retrains.
+MODEL_INPUTS := config.yml domain.yml $(shell find $(DATA) -type f 2>/dev/null | sort)
+MODEL_STAMP := models/.trained
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
+
+.PHONY: help venv run train test test-py lint validate e2e clean names
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@if [ -z "$(strip $(PYTHON310))" ]; then \
+	  echo "error: Python 3.10 not found (Rasa 3.6 needs 3.10)." >&2; \
+	  echo "  Install it with pyenv: 'pyenv install 3.10.13', or your OS's python3.10 package." >&2; \
+	  exit 1; fi
+	@echo "==> venv on $(PYTHON310)"
+	@[ -x $(PY) ] || $(PYTHON310) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U 'pip>=24'
+	# One resolve, pinned by constraints.txt, so nothing drifts past Rasa's pins.
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv on Python 3.10 and install everything
+
+names: $(VENV)/.installed ## regenerate lookups, synonyms and the jieba dictionary from kb/names.yml
+	$(KETEPAI) nlu names
+
+# Retrain only when the training inputs are newer than the newest model.
+train: $(VENV)/.installed ## train the Rasa model if nlu_data/, config.yml or domain.yml changed
+	@newest=$$(ls -t models/*.tar.gz 2>/dev/null | head -1); \
+	if [ -n "$$newest" ] && [ -z "$$(find $(MODEL_INPUTS) -newer $$newest 2>/dev/null)" ]; then \
+	  echo "==> model up to date: $$newest"; \
+	else \
+	  echo "==> training (inputs changed since $${newest:-no model})"; \
+	  $(RASA) train --data $(DATA) --config config.yml --domain domain.yml --out models --quiet || exit 1; \
+	fi
+
+run: train ## start Rasa, the action server and the gateway with the WeChat simulator (Ctrl-C stops all)
+	KTP_SIMULATOR=$${KTP_SIMULATOR:-1} $(KETEPAI) run
+
+lint: $(VENV)/.installed ## ruff and mypy
+	$(VENV)/bin/ruff check bot actions tests bench
+	$(VENV)/bin/ruff format --check bot actions tests bench
+	$(VENV)/bin/mypy
+
+validate: $(VENV)/.installed ## rasa data validate
+	$(RASA) data validate --data $(DATA) --domain domain.yml --config config.yml --fail-on-warnings
+
+e2e: train ## conversation tests (rasa test) on tests/e2e
+	$(RASA) test core --stories tests/e2e --model models --fail-on-prediction-errors --out var/results/e2e
+
+test-py: train ## pytest
+	$(VENV)/bin/pytest -q -ra
+
+test: lint validate test-py e2e ## set up, then every test
+	@echo "==> all tests passed"
+
+clean: ## remove models, results and the venv
+	rm -rf $(VENV) models var/results

@@ -1,0 +1,83 @@
+"""Database tables: service records (conversations and their messages).
+
+A service record is the evidence a county science bureau uses to assess its commissioners, so
+every inbound message and every reply is kept, attributed and timed.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import declarative_base, relationship
+
+# Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+Base = declarative_base(metadata=metadata)
+
+
+class Conversation(Base):
+    """A farmer's service record: the messages of one consultation, from first to last."""
+
+    __tablename__ = "conversations"
+
+    id = Column(Integer, primary_key=True)
+    openid = Column(String(64), nullable=False, index=True)
+    started_at = Column(DateTime(timezone=True), nullable=False)
+    last_activity_at = Column(DateTime(timezone=True), nullable=False)
+    # First consultation intent and crop seen, for reports.
+    category = Column(String(40))
+    crop = Column(String(40))
+
+    messages = relationship(
+        "Message", back_populates="conversation", order_by="Message.id", lazy="selectin"
+    )
+
+
+class Message(Base):
+    """One inbound WeChat message or one reply to it (passive or pushed)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_openid_created", "openid", "created_at"),)
+
+    id = Column(Integer, primary_key=True)
+    conversation_id = Column(ForeignKey("conversations.id"), nullable=False, index=True)
+    openid = Column(String(64), nullable=False)
+    direction = Column(String(3), nullable=False)  # "in" | "out"
+    # MsgId for messages, FromUserName:CreateTime for events: WeChat retries reuse it.
+    dedupe_key = Column(String(96), unique=True)
+    wechat_msg_id = Column(String(32))
+    msg_type = Column(String(16), nullable=False)
+    text = Column(Text)
+    intent = Column(String(64))
+    confidence = Column(Float)
+    entities = Column(JSON)
+    # Outbound: where the answer came from ("kb:<card id>", "bot", "ack", "error").
+    source = Column(String(96))
+    channel = Column(String(8))  # outbound: "passive" | "push"
+    # "answered", "acknowledged" (answer pushed later), "failed"
+    status = Column(String(16))
+    reply_to_id = Column(ForeignKey("messages.id"))
+    created_at = Column(DateTime(timezone=True), nullable=False)
+    nlu_ms = Column(Integer)  # time spent in Rasa (NLU, dialogue and actions)
+    total_ms = Column(Integer)  # from receipt to the reply leaving the gateway
+    error = Column(Text)
+
+    conversation = relationship("Conversation", back_populates="messages")

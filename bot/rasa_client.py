@@ -1,0 +1,103 @@
+"""Talks to the Rasa server over HTTP on 127.0.0.1 (REST channel and HTTP API)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+# Custom payload key an action uses to say where its answer came from (e.g. "kb:kiwi-canker").
+SOURCE_KEY = "ketepai_source"
+
+
+class RasaUnavailable(Exception):
+    """Rasa did not answer (down, erroring or too slow)."""
+
+
+@dataclass
+class BotTurn:
+    """What Rasa made of one farmer message."""
+
+    texts: list[str]
+    intent: str | None = None
+    confidence: float | None = None
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "bot"
+    elapsed_ms: int = 0
+
+    @property
+    def reply(self) -> str:
+        """All bot texts joined, as one passive reply."""
+        return "\n\n".join(t for t in self.texts if t)
+
+
+class RasaClient:
+    """An aiohttp client for one Rasa server."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._params = {"token": token} if token else {}
+
+    async def send(self, sender: str, text: str, timeout_s: float) -> BotTurn:
+        """Send a farmer's text through the REST channel and read back the parse result."""
+        started = time.perf_counter()
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            async with self._session.post(
+                f"{self._base}/webhooks/rest/webhook",
+                json={"sender": sender, "message": text},
+                timeout=timeout,
+            ) as resp:
+                if resp.status != 200:
+                    raise RasaUnavailable(f"rasa answered HTTP {resp.status}")
+                messages: list[dict[str, Any]] = await resp.json()
+            turn = BotTurn(texts=[])
+            for m in messages:
+                if m.get("text"):
+                    turn.texts.append(m["text"])
+                custom = m.get("custom")
+                if isinstance(custom, dict) and custom.get(SOURCE_KEY):
+                    turn.source = str(custom[SOURCE_KEY])
+            remaining = max(0.2, timeout_s - (time.perf_counter() - started))
+            await self._read_parse(sender, turn, remaining)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise RasaUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
+        turn.elapsed_ms = round((time.perf_counter() - started) * 1000)
+        return turn
+
+    async def _read_parse(self, sender: str, turn: BotTurn, timeout_s: float) -> None:
+        """Fill intent, confidence and entities from the tracker's latest message."""
+        async with self._session.get(
+            f"{self._base}/conversations/{sender}/tracker",
+            params={**self._params, "include_events": "NONE"},
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
+            if resp.status != 200:
+                return  # the answer stands; only the record lacks the parse
+            tracker = await resp.json()
+        latest = tracker.get("latest_message") or {}
+        intent = latest.get("intent") or {}
+        turn.intent = intent.get("name")
+        turn.confidence = intent.get("confidence")
+        turn.entities = [
+            {k: e.get(k) for k in ("entity", "value", "start", "end", "extractor") if k in e}
+            for e in latest.get("entities") or []
+        ]
+
+    async def status(self, timeout_s: float = 2.0) -> bool:
+        """True when the Rasa server answers and has a model loaded."""
+        try:
+            async with self._session.get(
+                f"{self._base}/status",
+                params=self._params,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                if resp.status != 200:
+                    return False
+                body = await resp.json()
+                return bool(body.get("model_file"))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return False

@@ -1,0 +1,225 @@
+"""`ketepai run`: the action server, the Rasa server and the gateway, in the foreground.
+
+Waits until each is ready, prints the URLs, and stops all three on Ctrl-C (SIGINT) or SIGTERM.
+Children get PR_SET_PDEATHSIG, so even a killed runner leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot import db
+from bot.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = {"actions": 60.0, "rasa": 240.0, "gateway": 60.0}
+STOP_GRACE_S = 10.0
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the runner dies (Linux), so nothing is orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: Sequence[str]
+    ready_url: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            list(self.argv),
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the runner only; it stops the children
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet in the child
+        )
+        t = threading.Thread(target=self._pump, daemon=True)
+        t.start()
+        self.log_threads.append(t)
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None  # noqa: S101
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                print(f"[{self.name:7}] {line}", flush=True)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None  # noqa: S101
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+
+    def wait_stopped(self, deadline: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URLs only
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def newest_model(models: Path) -> Path | None:
+    """The newest trained model, as the contract defines it."""
+    found = sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Child]:
+    """The three processes, in start order."""
+    py = sys.executable
+    base_env = dict(os.environ)
+    base_env.update(
+        {
+            "ACTION_PORT": str(settings.action_port),
+            "RASA_PORT": str(settings.rasa_port),
+            "RASA_TOKEN": rasa_token,
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        }
+    )
+    actions_env = {**base_env, "SANIC_HOST": "127.0.0.1"}
+    return [
+        Child(
+            "actions",
+            [py, "-m", "rasa_sdk", "--actions", "actions", "--port", str(settings.action_port)],
+            f"{settings.action_url}/health",
+            actions_env,
+        ),
+        Child(
+            "rasa",
+            [
+                py, "-m", "rasa", "run",
+                "--enable-api", "--auth-token", rasa_token,
+                "--interface", "127.0.0.1", "--port", str(settings.rasa_port),
+                "--model", str(model),
+                "--endpoints", "endpoints.yml", "--credentials", "credentials.yml",
+            ],  # fmt: skip
+            f"{settings.rasa_url}/status?token={rasa_token}",
+            base_env,
+        ),
+        Child(
+            "gateway",
+            [py, "-m", "bot.cli", "serve"],
+            f"{settings.self_url}/healthz",
+            base_env,
+        ),
+    ]
+
+
+def wait_ready(child: Child, timeout_s: float, stopping: Callable[[], bool]) -> bool:
+    """Poll the child's readiness URL until it answers 200, it dies, or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stopping():
+        if not child.alive():
+            return False
+        if _http_ok(child.ready_url):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def run(settings: Settings) -> int:
+    """Start everything, supervise, and stop everything; return the exit status."""
+    model = newest_model(ROOT / "models")
+    if model is None:
+        print("error: no trained model in models/ (run `make train`)", file=sys.stderr)
+        return 2
+    db.upgrade(settings.database_url)
+    rasa_token = settings.rasa_token or secrets.token_urlsafe(24)
+    children = build_children(settings, rasa_token, model)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"\n==> {signal.Signals(signum).name}: stopping", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    status = 0
+    try:
+        for child in children:
+            print(f"==> starting {child.name}", flush=True)
+            child.start()
+            t0 = time.monotonic()
+            if not wait_ready(child, READY_TIMEOUT_S[child.name], stop.is_set):
+                if not stop.is_set():
+                    print(f"error: {child.name} did not become ready", file=sys.stderr)
+                    status = 1
+                return status
+            print(f"==> {child.name} ready in {time.monotonic() - t0:.1f} s", flush=True)
+        print(
+            "\n"
+            f"  WeChat simulator : {settings.self_url}/sim\n"
+            f"  WeChat webhook   : {settings.self_url}/wechat\n"
+            f"  health           : {settings.self_url}/healthz\n"
+            f"  Rasa (loopback)  : {settings.rasa_url}  model {model.name}\n"
+            f"  actions          : {settings.action_url}\n"
+            f"  database         : {_safe_url(settings.database_url)}\n"
+            "  Ctrl-C stops all three.\n",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            dead = [c for c in children if not c.alive()]
+            if dead:
+                print(f"error: {dead[0].name} exited; stopping the rest", file=sys.stderr)
+                status = 1
+                break
+    finally:
+        for child in reversed(children):
+            child.stop()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in reversed(children):
+            child.wait_stopped(deadline)
+        print("==> stopped", flush=True)
+    return status
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,131 @@
+"""Settings read from the environment (and a `.env` file), failing fast on missing secrets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+# Dev-only credentials, used only when the simulator stands in for WeChat.
+DEV_WECHAT_TOKEN = "ketepai-dev-token"
+DEV_APP_ID = "wx0000000000dev00"
+DEV_APP_SECRET = "ketepai-dev-secret"  # noqa: S105 - a placeholder for the simulator, not a secret
+DEFAULT_API_BASE = "https://api.weixin.qq.com/cgi-bin/"
+
+
+class SettingsError(Exception):
+    """A required setting is missing or malformed."""
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a port number, got {raw!r}") from None
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway and the runner need; secrets are excluded from repr."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    rasa_port: int = 5005
+    action_port: int = 5055
+    database_url: str = "sqlite:///var/ketepai.db"
+    redis_url: str | None = None
+    simulator: bool = False
+    wechat_token: str = field(default=DEV_WECHAT_TOKEN, repr=False)
+    app_id: str = DEV_APP_ID
+    app_secret: str = field(default=DEV_APP_SECRET, repr=False)
+    encoding_aes_key: str | None = field(default=None, repr=False)
+    api_base: str = DEFAULT_API_BASE
+    rasa_token: str | None = field(default=None, repr=False)
+    # WeChat waits 5 s; we must have answered (or acknowledged) before this.
+    reply_budget_s: float = 4.5
+    # Signed requests older or newer than this are refused as replays.
+    replay_window_s: int = 300
+
+    @property
+    def rasa_url(self) -> str:
+        """Base URL of the Rasa server (always loopback)."""
+        return f"http://127.0.0.1:{self.rasa_port}"
+
+    @property
+    def action_url(self) -> str:
+        """Base URL of the action server (always loopback)."""
+        return f"http://127.0.0.1:{self.action_port}"
+
+    @property
+    def public_url(self) -> str:
+        """Base URL of the gateway as a person on this machine reaches it."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def self_url(self) -> str:
+        """Base URL at which this process reaches its own gateway."""
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env"
+    ) -> Settings:
+        """Read settings from `env` (default: os.environ) over a `.env` file, if present."""
+        merged: dict[str, str] = {}
+        if dotenv is not None and Path(dotenv).is_file():
+            merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        merged.update(os.environ if env is None else env)
+
+        simulator = _flag(merged.get("KTP_SIMULATOR"), default=False)
+        secrets: dict[str, str] = {}
+        missing = []
+        for name, dev in (
+            ("WECHAT_TOKEN", DEV_WECHAT_TOKEN),
+            ("WECHAT_APP_ID", DEV_APP_ID),
+            ("WECHAT_APP_SECRET", DEV_APP_SECRET),
+        ):
+            value = merged.get(name, "").strip()
+            if not value:
+                if not simulator:
+                    missing.append(name)
+                value = dev
+            secrets[name] = value
+        if missing:
+            raise SettingsError(
+                "missing required setting(s): "
+                + ", ".join(missing)
+                + " (set them in the environment or .env; KTP_SIMULATOR=1 uses dev values)"
+            )
+        aes_key = merged.get("WECHAT_ENCODING_AES_KEY", "").strip() or None
+        if aes_key is not None and len(aes_key) != 43:
+            raise SettingsError("WECHAT_ENCODING_AES_KEY must be 43 characters long")
+
+        return cls(
+            host=merged.get("KTP_HOST") or "127.0.0.1",
+            port=_port(merged, "KTP_PORT", 8080),
+            rasa_port=_port(merged, "RASA_PORT", 5005),
+            action_port=_port(merged, "ACTION_PORT", 5055),
+            database_url=merged.get("DATABASE_URL") or "sqlite:///var/ketepai.db",
+            redis_url=merged.get("REDIS_URL") or None,
+            simulator=simulator,
+            wechat_token=secrets["WECHAT_TOKEN"],
+            app_id=secrets["WECHAT_APP_ID"],
+            app_secret=secrets["WECHAT_APP_SECRET"],
+            encoding_aes_key=aes_key,
+            api_base=merged.get("WECHAT_API_BASE") or DEFAULT_API_BASE,
+            rasa_token=merged.get("RASA_TOKEN") or None,
+        )
