@@ -15,6 +15,7 @@ MODEL_INPUTS := config.yml domain.yml $(shell find $(DATA) -type f 2>/dev/null |
 MODEL_STAMP := models/.trained
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+export RASA_TELEMETRY_ENABLED ?= false
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 
 .PHONY: help venv run train test test-py lint validate e2e clean names

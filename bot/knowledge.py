@@ -5,6 +5,7 @@ Pure functions over data loaded from `kb/`; no I/O at import time.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ CATEGORIES = (
     "storage",
     "livestock",
 )
+GENERAL = "通用"  # the crop of cards that hold for any crop (soil, fertilizer basics)
 CONTROL_ORDER = ("cultural", "physical", "biological", "chemical")
 CONTROL_LABELS = {"cultural": "农业", "physical": "物理", "biological": "生物", "chemical": "药剂"}
 
@@ -80,7 +82,7 @@ class Card:
     """One knowledge-base card: a problem of one crop, and what to do about it."""
 
     id: str
-    crop: str
+    crop: str  # as shown to the farmer: 「猕猴桃」, or 「牛、羊」 for a card about both
     category: str
     topic: str
     summary: str
@@ -94,6 +96,7 @@ class Card:
     reviewer: str = ""
     reviewed: str = ""
     status: str = "draft"
+    crops: tuple[str, ...] = ()  # every canonical crop the card is about
 
     @property
     def title(self) -> str:
@@ -132,9 +135,13 @@ def card_from_dict(raw: dict[str, Any], origin: str = "") -> Card:
         for kind in CONTROL_ORDER
         if control_raw.get(kind)
     }
+    crops = tuple(
+        str(c).strip() for c in (raw["crop"] if isinstance(raw["crop"], list) else [raw["crop"]])
+    )
     return Card(
         id=str(raw["id"]),
-        crop=str(raw["crop"]).strip(),
+        crop="、".join(crops),
+        crops=crops,
         category=str(raw["category"]),
         topic=str(raw["topic"]).strip(),
         summary=_text(raw["summary"]),
@@ -175,17 +182,19 @@ def load_names(kb_dir: Path = KB_DIR, cards: Iterable[Card] = ()) -> Names:
     pest_forms = {f for k, v in pests.items() for f in (k, *v)}
     crop_forms = {f for k, v in crops.items() for f in (k, *v)}
     for card in cards:
-        if card.crop not in crop_forms:
-            crops[card.crop] = []
-            crop_forms.add(card.crop)
-        if card.category not in {"disease", "pest"}:
+        for crop in card.crops:
+            if crop not in crop_forms:
+                crops[crop] = []
+                crop_forms.add(crop)
+        if card.category not in {"disease", "pest"} or _names_a_crop(card.topic, crop_forms):
             continue
         if card.topic not in pest_forms:
             pests[card.topic] = []
             pest_forms.add(card.topic)
         if card.topic in pests:
             for alias in card.aliases:
-                if alias not in pest_forms:
+                # 「魔芋倒苗」 as one jieba word would hide the crop inside it.
+                if alias not in pest_forms and not _names_a_crop(alias, crop_forms):
                     pests[card.topic].append(alias)
                     pest_forms.add(alias)
     return Names(
@@ -194,10 +203,30 @@ def load_names(kb_dir: Path = KB_DIR, cards: Iterable[Card] = ()) -> Names:
     )
 
 
-def bigrams(text: str) -> set[str]:
-    """Character bigrams of the CJK/alphanumeric runs in `text` (robust to jieba's cuts)."""
+def _names_a_crop(word: str, crop_forms: set[str]) -> bool:
+    return any(len(f) > 1 and f in word for f in crop_forms)
+
+
+# Question words say nothing about which card fits; left in, 「什么时候施肥」 meets 「什么时候摘」.
+STOP_PHRASES = sorted(
+    "怎么办 怎么样 怎么回事 怎么弄 怎么搞 怎么 咋办 咋整 咋弄 咋回事 什么时候 什么 为什么 如何 "
+    "是不是 可不可以 可以吗 能不能 有没有 请问 请教 一下 这个 那个 我家 我的 我们 今年".split(),
+    key=len,
+    reverse=True,
+)
+
+
+def terms(text: str) -> set[str]:
+    """Character bigrams and skip-bigrams of `text`'s letters and digits, question words removed.
+
+    Chinese needs no word cut for this, and skip-bigrams let 「褐色斑点」 meet 「褐斑病」.
+    """
+    for phrase in STOP_PHRASES:
+        text = text.replace(phrase, " ")
     chars = [c for c in text if c.isalnum()]
-    return {a + b for a, b in zip(chars, chars[1:], strict=False)}
+    grams = {a + b for a, b in zip(chars, chars[1:], strict=False)}
+    grams |= {a + b for a, b in zip(chars, chars[2:], strict=False)}
+    return grams
 
 
 @dataclass(frozen=True)
@@ -208,6 +237,69 @@ class Match:
     score: float
 
 
+class Index:
+    """Published cards with their terms and term weights (idf), built once."""
+
+    def __init__(self, cards: Iterable[Card], names: Names | None = None) -> None:
+        self.cards = [c for c in cards if c.status == "published"]
+        self._names = names
+        # Each name of the card's problem on its own: the question may spell out any one of them.
+        self._forms = [[terms(f) for f in (c.topic, *c.aliases) if terms(f)] for c in self.cards]
+        self._topic = [set().union(*forms) if forms else set() for forms in self._forms]
+        self._body = [terms(c.searchable_text()) for c in self.cards]
+        df: dict[str, int] = {}
+        for topic, body in zip(self._topic, self._body, strict=True):
+            for t in topic | body:
+                df[t] = df.get(t, 0) + 1
+        n = max(1, len(self.cards))
+        self._idf = {t: math.log(1 + n / d) for t, d in df.items()}
+        self._by_crop: dict[str, list[int]] = {}
+        for i, c in enumerate(self.cards):
+            for crop in c.crops:
+                self._by_crop.setdefault(crop, []).append(i)
+
+    def _share(self, query: set[str], form: set[str]) -> float:
+        """How much of one name (by idf) the question contains."""
+        total = sum(self._idf.get(t, 0.0) for t in form) or 1.0
+        return sum(self._idf.get(t, 0.0) for t in query & form) / total
+
+    def find(
+        self, *, text: str, crop: str | None, pest: str | None, category: str | None
+    ) -> Match | None:
+        """The card that best answers the question, or None if no card is about this crop.
+
+        The crop must match when one is known. A named pest/disease that is the card's topic
+        counts most; then how much of the question the card covers and how much of the card's
+        topic the question names, both weighted by idf; the category adds a little.
+        """
+        if crop:
+            # The crop's own name says nothing about which of its cards fits.
+            aliases = self._names.crops.get(crop, ()) if self._names else ()
+            for form in sorted((crop, *aliases), key=len, reverse=True):
+                text = text.replace(form, " ")
+        query = terms(text)
+        q_weight = sum(self._idf.get(t, 0.0) for t in query) or 1.0
+        candidates = (
+            self._by_crop.get(crop, []) + self._by_crop.get(GENERAL, [])
+            if crop
+            else range(len(self.cards))
+        )
+        best: Match | None = None
+        for i in candidates:
+            card = self.cards[i]
+            score = 0.1 if crop else 0.0
+            if pest and (pest == card.topic or pest in card.aliases):
+                score += 0.5
+            if category and category == card.category:
+                score += 0.15
+            covered = sum(self._idf.get(t, 0.0) for t in query & (self._topic[i] | self._body[i]))
+            named = max((self._share(query, form) for form in self._forms[i]), default=0.0)
+            score += 0.3 * covered / q_weight + 0.45 * named
+            if best is None or score > best.score:
+                best = Match(card, min(score, 1.0))
+        return best
+
+
 def find_card(
     cards: Iterable[Card],
     *,
@@ -216,29 +308,8 @@ def find_card(
     pest: str | None,
     category: str | None,
 ) -> Match | None:
-    """The published card that best answers the question, or None if nothing fits.
-
-    The crop must match when one is known; a named pest/disease that matches the card's topic or
-    aliases counts most; the rest is bigram overlap between the question and the card.
-    """
-    query = bigrams(text)
-    best: Match | None = None
-    for card in cards:
-        if card.status != "published" or (crop and card.crop != crop):
-            continue
-        score = 0.0
-        if pest and (pest == card.topic or pest in card.aliases):
-            score += 0.6
-        if category and category == card.category:
-            score += 0.15
-        if query:
-            overlap = len(query & bigrams(card.searchable_text())) / len(query)
-            score += 0.4 * overlap
-        if crop:
-            score += 0.1
-        if best is None or score > best.score:
-            best = Match(card, min(score, 1.0))
-    return best
+    """One-off search over `cards` (builds an index; keep an `Index` for repeated use)."""
+    return Index(cards).find(text=text, crop=crop, pest=pest, category=category)
 
 
 def render_answer(card: Card, max_measures: int = 4) -> str:
@@ -259,7 +330,8 @@ def render_answer(card: Card, max_measures: int = 4) -> str:
 
 
 @lru_cache(maxsize=4)
-def knowledge(kb_dir: Path = KB_DIR) -> tuple[list[Card], Names]:
-    """Cards and names, loaded once per process."""
+def knowledge(kb_dir: Path = KB_DIR) -> tuple[Index, Names]:
+    """The card index and the names, loaded once per process."""
     cards = load_cards(kb_dir)
-    return cards, load_names(kb_dir, cards)
+    names = load_names(kb_dir, cards)
+    return Index(cards, names), names
