@@ -36,7 +36,9 @@ class ActionAnswerFromKB(Action):
         intent = (message.get("intent") or {}).get("name") or ""
         category = intent.removeprefix("ask_") if intent.startswith("ask_") else None
 
-        crop = _canonical(next(tracker.get_latest_entity_values("crop"), None), names.canonical_crop)
+        crop = _canonical(
+            next(tracker.get_latest_entity_values("crop"), None), names.canonical_crop
+        )
         crop = crop or names.find_crop(text) or tracker.get_slot("crop")
         pest = _canonical(
             next(tracker.get_latest_entity_values("pest_disease"), None), names.canonical_pest

@@ -41,7 +41,9 @@ async def wechat_verify(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     q = request.query
     try:
-        check_signature(settings.wechat_token, q.get("signature"), q.get("timestamp"), q.get("nonce"))
+        check_signature(
+            settings.wechat_token, q.get("signature"), q.get("timestamp"), q.get("nonce")
+        )
     except Forbidden as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
     return web.Response(text=q.get("echostr", ""))

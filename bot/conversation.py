@@ -104,7 +104,9 @@ class Conversations:
         reply = self._canned_reply(inbound)
         rec.total_ms = _ms_since(started)
         await self._db(
-            lambda s: records.record_exchange(s, rec, [ReplyRecord(reply, "canned")] if reply else [])
+            lambda s: records.record_exchange(
+                s, rec, [ReplyRecord(reply, "canned")] if reply else []
+            )
         )
         return reply
 
@@ -124,8 +126,10 @@ class Conversations:
         return NON_TEXT_REPLIES.get(inbound.msg_type, OTHER_REPLY)
 
     async def _converse(self, inbound: Inbound, rec: InboundRecord, started: float) -> str:
-        assert inbound.text is not None  # noqa: S101 - checked by the caller
-        task = asyncio.create_task(self._rasa.send(inbound.openid, inbound.text, self._rasa_timeout))
+        assert inbound.text is not None
+        task = asyncio.create_task(
+            self._rasa.send(inbound.openid, inbound.text, self._rasa_timeout)
+        )
         remaining = max(0.0, self._budget - (time.perf_counter() - started))
         done, _ = await asyncio.wait({task}, timeout=remaining)
         if not done:
@@ -145,7 +149,9 @@ class Conversations:
             log.warning("rasa unavailable for %s: %s", inbound.dedupe_key, exc)
             rec.status, rec.error = "failed", str(exc)
             rec.total_ms = _ms_since(started)
-            await self._db(lambda s: records.record_exchange(s, rec, [ReplyRecord(APOLOGY, "error")]))
+            await self._db(
+                lambda s: records.record_exchange(s, rec, [ReplyRecord(APOLOGY, "error")])
+            )
             return APOLOGY
         reply = turn.reply or NOT_UNDERSTOOD
         _fill(rec, turn)
@@ -154,7 +160,9 @@ class Conversations:
         await self._db(lambda s: records.record_exchange(s, rec, [ReplyRecord(reply, source)]))
         return reply
 
-    async def _push_when_ready(self, task: asyncio.Task[BotTurn], openid: str, inbound_id: int) -> None:
+    async def _push_when_ready(
+        self, task: asyncio.Task[BotTurn], openid: str, inbound_id: int
+    ) -> None:
         turn: BotTurn | None = None
         try:
             turn = await task
@@ -176,7 +184,9 @@ class Conversations:
             if turn is not None:
                 inbound.intent, inbound.confidence = turn.intent, turn.confidence
                 inbound.entities, inbound.nlu_ms = turn.entities or None, turn.elapsed_ms
-            out = records.add_reply(session, inbound, ReplyRecord(text, source, channel), records.utcnow())
+            out = records.add_reply(
+                session, inbound, ReplyRecord(text, source, channel), records.utcnow()
+            )
             out.error = error
             out.status = "failed" if error else "sent"
 

@@ -5,8 +5,10 @@ Pure functions over data loaded from `kb/`; no I/O at import time.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -68,7 +70,11 @@ def _lookup(table: dict[str, tuple[str, ...]], word: str) -> str | None:
 
 def _scan(table: dict[str, tuple[str, ...]], text: str) -> str | None:
     forms = sorted(
-        ((form, canonical) for canonical, aliases in table.items() for form in (canonical, *aliases)),
+        (
+            (form, canonical)
+            for canonical, aliases in table.items()
+            for form in (canonical, *aliases)
+        ),
         key=lambda fc: -len(fc[0]),
     )
     for form, canonical in forms:
@@ -223,9 +229,10 @@ def terms(text: str) -> set[str]:
     """
     for phrase in STOP_PHRASES:
         text = text.replace(phrase, " ")
-    chars = [c for c in text if c.isalnum()]
-    grams = {a + b for a, b in zip(chars, chars[1:], strict=False)}
-    grams |= {a + b for a, b in zip(chars, chars[2:], strict=False)}
+    grams: set[str] = set()
+    for run in re.findall(r"[^\W_]+", text):
+        grams.update(a + b for a, b in itertools.pairwise(run))
+        grams.update(a + b for a, b in zip(run, run[2:], strict=False))
     return grams
 
 

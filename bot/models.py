@@ -18,7 +18,7 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import declarative_base, relationship
+from sqlalchemy.orm import DeclarativeMeta, registry, relationship
 
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
 metadata = MetaData(
@@ -30,7 +30,16 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-Base = declarative_base(metadata=metadata)
+mapper_registry = registry(metadata=metadata)
+
+
+class Base(metaclass=DeclarativeMeta):
+    """Declarative base spelled out, so that type checkers see a class (SQLAlchemy 1.4)."""
+
+    __abstract__ = True
+    registry = mapper_registry
+    metadata = mapper_registry.metadata
+    __init__ = mapper_registry.constructor
 
 
 class Conversation(Base):

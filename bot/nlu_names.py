@@ -48,15 +48,11 @@ def lookups_yaml(names: Names) -> str:
     """Lookup tables and synonyms as Rasa NLU YAML."""
     nlu: list[dict[str, str]] = []
     for table_name, table in (("crop", names.crops), ("pest_disease", names.pests)):
-        nlu.append(
-            {"lookup": table_name, "examples": "".join(f"- {f}\n" for f in _forms(table))}
-        )
+        nlu.append({"lookup": table_name, "examples": "".join(f"- {f}\n" for f in _forms(table))})
     for table in (names.crops, names.pests):
         for canonical, aliases in sorted(table.items()):
             if aliases and canonical != GENERAL:
-                nlu.append(
-                    {"synonym": canonical, "examples": "".join(f"- {a}\n" for a in aliases)}
-                )
+                nlu.append({"synonym": canonical, "examples": "".join(f"- {a}\n" for a in aliases)})
     body = yaml.dump(
         {"version": "3.1", "nlu": nlu},
         Dumper=_BlockDumper,

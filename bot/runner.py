@@ -56,14 +56,14 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops the children
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet in the child
+            preexec_fn=_die_with_parent,
         )
         t = threading.Thread(target=self._pump, daemon=True)
         t.start()
         self.log_threads.append(t)
 
     def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None  # noqa: S101
+        assert self.proc is not None and self.proc.stdout is not None
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
@@ -75,7 +75,7 @@ class Child:
     def stop(self) -> None:
         if not self.alive():
             return
-        assert self.proc is not None  # noqa: S101
+        assert self.proc is not None
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -118,6 +118,9 @@ def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Chi
             "RASA_PORT": str(settings.rasa_port),
             "RASA_TOKEN": rasa_token,
             "PYTHONUNBUFFERED": "1",
+            # Rasa's dependencies print pages of deprecation warnings that bury real errors.
+            "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
+            "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
         }
     )
@@ -132,12 +135,24 @@ def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Chi
         Child(
             "rasa",
             [
-                py, "-m", "rasa", "run",
-                "--enable-api", "--auth-token", rasa_token,
-                "--interface", "127.0.0.1", "--port", str(settings.rasa_port),
-                "--model", str(model),
-                "--endpoints", "endpoints.yml", "--credentials", "credentials.yml",
-            ],  # fmt: skip
+                py,
+                "-m",
+                "rasa",
+                "run",
+                "--enable-api",
+                "--auth-token",
+                rasa_token,
+                "--interface",
+                "127.0.0.1",
+                "--port",
+                str(settings.rasa_port),
+                "--model",
+                str(model),
+                "--endpoints",
+                "endpoints.yml",
+                "--credentials",
+                "credentials.yml",
+            ],
             f"{settings.rasa_url}/status?token={rasa_token}",
             base_env,
         ),

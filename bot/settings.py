@@ -10,7 +10,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 # Dev-only credentials, used only when the simulator stands in for WeChat.
-DEV_WECHAT_TOKEN = "ketepai-dev-token"
+DEV_WECHAT_TOKEN = "ketepai-dev-token"  # noqa: S105 - simulator only
 DEV_APP_ID = "wx0000000000dev00"
 DEV_APP_SECRET = "ketepai-dev-secret"  # noqa: S105 - a placeholder for the simulator, not a secret
 DEFAULT_API_BASE = "https://api.weixin.qq.com/cgi-bin/"

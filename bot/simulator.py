@@ -108,9 +108,7 @@ async def _deliver(app: web.Application, openid: str, xml: str) -> dict[str, Any
     return {"reply": None, "error": UNAVAILABLE, "tries": tries}
 
 
-def _reply_content(
-    raw: str, crypto: WeChatCrypto | None, nonce: str, timestamp: str
-) -> str | None:
+def _reply_content(raw: str, crypto: WeChatCrypto | None, nonce: str, timestamp: str) -> str | None:
     if raw.strip() in {"", "success"}:
         return None
     if crypto is not None:

@@ -11,7 +11,7 @@ from typing import Any
 from wechatpy import WeChatClient
 
 
-class _Client(WeChatClient):  # type: ignore[misc]
+class _Client(WeChatClient):
     """wechatpy's client with a configurable API base for the token call too."""
 
     def fetch_access_token(self) -> dict[str, Any]:

@@ -110,9 +110,7 @@ class FakeRasa:
                 await asyncio.sleep(self.delay_s)
             if self.status != 200:
                 return web.Response(status=self.status)
-            return web.json_response(
-                [{**r, "recipient_id": body["sender"]} for r in self.replies]
-            )
+            return web.json_response([{**r, "recipient_id": body["sender"]} for r in self.replies])
 
         async def tracker(request: web.Request) -> web.StreamResponse:
             if request.query.get("token") != self.token:
@@ -172,7 +170,9 @@ def signed_params(token: str = TOKEN, timestamp: int | None = None, nonce: str =
     return {"signature": sign(token, ts, nonce), "timestamp": ts, "nonce": nonce}
 
 
-def text_xml(openid: str, content: str, msg_id: int = 1234567890123456, create: int = 1700000000) -> str:
+def text_xml(
+    openid: str, content: str, msg_id: int = 1234567890123456, create: int = 1700000000
+) -> str:
     """A WeChat text message, as WeChat POSTs it."""
     return (
         "<xml><ToUserName><![CDATA[gh_test]]></ToUserName>"

@@ -64,7 +64,9 @@ async def test_no_crop_and_no_pest_asks_for_the_crop() -> None:
 
 async def test_nothing_fitting_says_so_honestly() -> None:
     _, dispatcher = await run(
-        tracker("猕猴桃的价格今年怎么样", "ask_cultivation", [{"entity": "crop", "value": "猕猴桃"}])
+        tracker(
+            "猕猴桃的价格今年怎么样", "ask_cultivation", [{"entity": "crop", "value": "猕猴桃"}]
+        )
     )
     assert dispatcher.messages[0]["text"] == NO_ANSWER
     assert dispatcher.messages[0]["custom"][SOURCE_KEY] == "kb:none"

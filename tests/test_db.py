@@ -38,7 +38,9 @@ def test_migrations_match_the_models(engine: Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
-    assert {"conversations", "messages", "alembic_version"} <= set(inspect(engine).get_table_names())
+    assert {"conversations", "messages", "alembic_version"} <= set(
+        inspect(engine).get_table_names()
+    )
 
 
 def test_upgrade_twice_is_harmless(any_db_url: str) -> None:

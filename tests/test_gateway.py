@@ -14,7 +14,7 @@ from bot.app import create_app
 from bot.conversation import ACK_SLOW, APOLOGY, WELCOME
 from bot.models import Conversation, Message
 from bot.settings import Settings
-from tests.conftest import TOKEN, FakeRasa, signed_params, text_xml, with_settings
+from tests.conftest import FakeRasa, signed_params, text_xml, with_settings
 
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
@@ -55,7 +55,9 @@ async def test_unsigned_and_badly_signed_requests_are_refused(settings: Settings
         resp = await client.post("/wechat", params=bad, data=text_xml("o1", "hi"))
         assert resp.status == 403
         wrong_token = signed_params(token="not-the-token")
-        assert (await client.post("/wechat", params=wrong_token, data=text_xml("o1", "x"))).status == 403
+        assert (
+            await client.post("/wechat", params=wrong_token, data=text_xml("o1", "x"))
+        ).status == 403
         stale = signed_params(timestamp=1_000_000_000)
         assert (await client.post("/wechat", params=stale, data=text_xml("o1", "x"))).status == 403
     finally:
@@ -69,7 +71,9 @@ async def test_text_message_gets_rasa_answer_and_a_complete_record(
     client = await client_for(settings)
     try:
         resp = await client.post(
-            "/wechat", params=signed_params(), data=text_xml("farmer-1", "猕猴桃叶子上有褐色斑点怎么办")
+            "/wechat",
+            params=signed_params(),
+            data=text_xml("farmer-1", "猕猴桃叶子上有褐色斑点怎么办"),
         )
         assert resp.status == 200
         reply = xmltodict.parse(await resp.text())["xml"]
@@ -82,7 +86,11 @@ async def test_text_message_gets_rasa_answer_and_a_complete_record(
     assert fake_rasa.received == [{"sender": "farmer-1", "message": "猕猴桃叶子上有褐色斑点怎么办"}]
 
     inbound, out = records(settings)
-    assert (inbound.direction, inbound.openid, inbound.wechat_msg_id) == ("in", "farmer-1", "1234567890123456")
+    assert (inbound.direction, inbound.openid, inbound.wechat_msg_id) == (
+        "in",
+        "farmer-1",
+        "1234567890123456",
+    )
     assert (inbound.msg_type, inbound.text) == ("text", "猕猴桃叶子上有褐色斑点怎么办")
     assert (inbound.intent, inbound.confidence) == ("ask_disease", 0.93)
     assert inbound.entities[0]["value"] == "猕猴桃"
@@ -147,7 +155,9 @@ async def test_rasa_down_gives_an_apology_and_a_failed_record(
     assert (out.source, out.text) == ("error", APOLOGY)
 
 
-async def test_slow_bot_is_acknowledged_then_pushed(settings: Settings, fake_rasa: FakeRasa) -> None:
+async def test_slow_bot_is_acknowledged_then_pushed(
+    settings: Settings, fake_rasa: FakeRasa
+) -> None:
     fake_rasa.delay_s = 1.5  # budget is 1.0 s in these settings
     client = await client_for(settings)
     try:
@@ -222,12 +232,16 @@ async def test_safe_mode_round_trip_through_the_simulator(settings: Settings) ->
     assert records(settings)[0].openid == "aes-farmer"
 
 
-async def test_simulator_signs_like_wechat_and_returns_the_passive_reply(settings: Settings) -> None:
+async def test_simulator_signs_like_wechat_and_returns_the_passive_reply(
+    settings: Settings,
+) -> None:
     client = await client_for(settings)
     try:
         page = await client.get("/sim")
         assert page.status == 200 and "微信模拟器" in await page.text()
-        resp = await client.post("/sim/api/send", json={"openid": "sim-1", "text": "猕猴桃叶子有斑"})
+        resp = await client.post(
+            "/sim/api/send", json={"openid": "sim-1", "text": "猕猴桃叶子有斑"}
+        )
         result = await resp.json()
         assert (await client.post("/sim/api/send", json={"openid": ""})).status == 400
         assert (await client.get("/sim/outbox", params={"openid": "sim-1"})).status == 200
@@ -285,4 +299,3 @@ async def test_healthz_ok_when_all_parts_answer(settings: Settings) -> None:
     finally:
         await client.close()
         await action_server.close()
-

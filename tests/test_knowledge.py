@@ -112,9 +112,13 @@ def test_malformed_cards_are_refused(change: dict, message: str) -> None:
 
 def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     (tmp_path / "cards").mkdir()
-    (tmp_path / "cards" / "a.yml").write_text(yaml.safe_dump({"cards": [card()]}, allow_unicode=True))
-    (tmp_path / "cards" / "b.yml").write_text(yaml.safe_dump({"cards": [card()]}, allow_unicode=True))
-    with pytest.raises(KnowledgeError, match="also in a.yml"):
+    (tmp_path / "cards" / "a.yml").write_text(
+        yaml.safe_dump({"cards": [card()]}, allow_unicode=True)
+    )
+    (tmp_path / "cards" / "b.yml").write_text(
+        yaml.safe_dump({"cards": [card()]}, allow_unicode=True)
+    )
+    with pytest.raises(KnowledgeError, match=r"also in a\.yml"):
         load_cards(tmp_path)
 
 

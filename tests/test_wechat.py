@@ -7,7 +7,15 @@ import hashlib
 import pytest
 import xmltodict
 
-from bot.wechat import BadRequest, Forbidden, SafeMode, check_signature, parse_inbound, render_text_reply, sign
+from bot.wechat import (
+    BadRequest,
+    Forbidden,
+    SafeMode,
+    check_signature,
+    parse_inbound,
+    render_text_reply,
+    sign,
+)
 from tests.conftest import text_xml
 
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -32,7 +40,12 @@ def test_check_signature_accepts_good_and_refuses_bad_missing_and_stale() -> Non
 
 def test_parse_text_message() -> None:
     msg = parse_inbound(text_xml("o-farmer", "洋芋叶子黑了", msg_id=99, create=1700000005))
-    assert (msg.openid, msg.msg_type, msg.text, msg.msg_id) == ("o-farmer", "text", "洋芋叶子黑了", "99")
+    assert (msg.openid, msg.msg_type, msg.text, msg.msg_id) == (
+        "o-farmer",
+        "text",
+        "洋芋叶子黑了",
+        "99",
+    )
     assert msg.dedupe_key == "99" and msg.create_time == 1700000005
 
 

@@ -13,7 +13,7 @@ config = context.config
 def run_migrations_online() -> None:
     """Run migrations with a connection of our own engine (SQLite pragmas included)."""
     url = config.get_main_option("sqlalchemy.url")
-    assert url is not None, "sqlalchemy.url is set by bot.db.alembic_config"  # noqa: S101
+    assert url is not None, "sqlalchemy.url is set by bot.db.alembic_config"
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(
