@@ -179,38 +179,18 @@ def load_cards(kb_dir: Path = KB_DIR) -> list[Card]:
     return cards
 
 
-def load_names(kb_dir: Path = KB_DIR, cards: Iterable[Card] = ()) -> Names:
-    """Names from `names.yml`, with the crops, topics and aliases of `cards` merged in."""
+def load_names(kb_dir: Path = KB_DIR) -> Names:
+    """Canonical names and aliases from `names.yml`, the one place names live."""
     doc = yaml.safe_load((kb_dir / "names.yml").read_text(encoding="utf-8")) or {}
-    crops = {k: list(v or []) for k, v in (doc.get("crops") or {}).items()}
-    pests = {k: list(v or []) for k, v in (doc.get("pests") or {}).items()}
-    # Each form (name or alias) belongs to exactly one canonical name, or synonyms would clash.
-    pest_forms = {f for k, v in pests.items() for f in (k, *v)}
-    crop_forms = {f for k, v in crops.items() for f in (k, *v)}
-    for card in cards:
-        for crop in card.crops:
-            if crop not in crop_forms:
-                crops[crop] = []
-                crop_forms.add(crop)
-        if card.category not in {"disease", "pest"} or _names_a_crop(card.topic, crop_forms):
-            continue
-        if card.topic not in pest_forms:
-            pests[card.topic] = []
-            pest_forms.add(card.topic)
-        if card.topic in pests:
-            for alias in card.aliases:
-                # 「魔芋倒苗」 as one jieba word would hide the crop inside it.
-                if alias not in pest_forms and not _names_a_crop(alias, crop_forms):
-                    pests[card.topic].append(alias)
-                    pest_forms.add(alias)
-    return Names(
-        crops={k: tuple(dict.fromkeys(v)) for k, v in crops.items()},
-        pests={k: tuple(dict.fromkeys(v)) for k, v in pests.items()},
-    )
-
-
-def _names_a_crop(word: str, crop_forms: set[str]) -> bool:
-    return any(len(f) > 1 and f in word for f in crop_forms)
+    tables = []
+    for key in ("crops", "pests"):
+        table = doc.get(key) or {}
+        if not isinstance(table, dict):
+            raise KnowledgeError(f"names.yml: '{key}' must map canonical names to alias lists")
+        tables.append(
+            {str(k): tuple(dict.fromkeys(str(a) for a in v or [])) for k, v in table.items()}
+        )
+    return Names(crops=tables[0], pests=tables[1])
 
 
 # Question words say nothing about which card fits; left in, 「什么时候施肥」 meets 「什么时候摘」.
@@ -339,6 +319,5 @@ def render_answer(card: Card, max_measures: int = 4) -> str:
 @lru_cache(maxsize=4)
 def knowledge(kb_dir: Path = KB_DIR) -> tuple[Index, Names]:
     """The card index and the names, loaded once per process."""
-    cards = load_cards(kb_dir)
-    names = load_names(kb_dir, cards)
-    return Index(cards, names), names
+    names = load_names(kb_dir)
+    return Index(load_cards(kb_dir), names), names

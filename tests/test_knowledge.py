@@ -46,7 +46,7 @@ def test_curated_cards_load_and_are_well_formed() -> None:
 
 
 def test_every_card_crop_is_a_canonical_name_in_names_yml() -> None:
-    names = load_names(REPO / "kb")  # names.yml alone, without what cards add
+    names = load_names(REPO / "kb")
     cards = load_cards(REPO / "kb")
     unknown = sorted({crop for c in cards for crop in c.crops if crop not in names.crops})
     assert unknown == []
@@ -128,8 +128,7 @@ def test_skip_bigrams_join_a_spelled_out_name() -> None:
 
 def test_generated_name_files_are_up_to_date() -> None:
     """`ketepai nlu names` was run after the last change to kb/ (else: run `make names`)."""
-    cards = load_cards(REPO / "kb")
-    names = load_names(REPO / "kb", cards)
+    names = load_names(REPO / "kb")
     lookups = (REPO / "nlu_data" / "lookups" / "names.yml").read_text(encoding="utf-8")
     userdict = (REPO / "nlu_data" / "jieba" / "userdict.txt").read_text(encoding="utf-8")
     assert lookups == lookups_yaml(names), "run `make names`"
