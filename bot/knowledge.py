@@ -165,7 +165,10 @@ def card_from_dict(raw: dict[str, Any], origin: str = "") -> Card:
 
 
 def load_cards(kb_dir: Path = KB_DIR) -> list[Card]:
-    """Every card in `kb_dir/cards/*.yml`; ids must be unique."""
+    """Every card in `kb_dir/cards/*.yml`; ids must be unique, and no published card may
+    recommend a banned pesticide, or a restricted one on a barred crop."""
+    from bot.safety import check_card, load_list
+
     cards: list[Card] = []
     seen: dict[str, str] = {}
     for path in sorted((kb_dir / "cards").glob("*.yml")):
@@ -176,6 +179,12 @@ def load_cards(kb_dir: Path = KB_DIR) -> list[Card]:
                 raise KnowledgeError(f"{path.name}: card id {card.id!r} also in {seen[card.id]}")
             seen[card.id] = path.name
             cards.append(card)
+    banned = kb_dir / "banned_pesticides.yml"
+    if banned.is_file():
+        plist = load_list(banned)
+        problems = [p for c in cards if c.status == "published" for p in check_card(c, plist)]
+        if problems:
+            raise KnowledgeError("unsafe pesticide advice refused:\n  " + "\n  ".join(problems))
     return cards
 
 
