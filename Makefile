@@ -7,7 +7,8 @@ PYTHON310 := $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/
 	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
-RASA := $(VENV)/bin/rasa
+# Rasa and its dependencies print pages of deprecation warnings that bury real errors.
+RASA := PYTHONWARNINGS=ignore::DeprecationWarning,ignore::PendingDeprecationWarning $(VENV)/bin/rasa
 KETEPAI := $(VENV)/bin/ketepai
 DATA := nlu_data
 # Everything the model is trained from; a change to any of them retrains.

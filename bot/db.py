@@ -51,7 +51,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     """Bring the schema up to `revision` (idempotent)."""
     command.upgrade(alembic_config(url), revision)
 

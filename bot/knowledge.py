@@ -42,6 +42,11 @@ class Names:
 
     crops: dict[str, tuple[str, ...]]
     pests: dict[str, tuple[str, ...]]
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # 蔬菜 → its crops
+
+    def groups_of(self, crop: str) -> list[str]:
+        """The groups `crop` belongs to (its cards answer for it too)."""
+        return [g for g, members in self.groups.items() if crop in members]
 
     def canonical_crop(self, word: str) -> str | None:
         """The canonical crop for a name or alias."""
@@ -199,7 +204,14 @@ def load_names(kb_dir: Path = KB_DIR) -> Names:
         tables.append(
             {str(k): tuple(dict.fromkeys(str(a) for a in v or [])) for k, v in table.items()}
         )
-    return Names(crops=tables[0], pests=tables[1])
+    groups = {
+        str(g): tuple(str(c) for c in members or [])
+        for g, members in (doc.get("groups") or {}).items()
+    }
+    unknown = sorted({c for m in groups.values() for c in m if c not in tables[0]})
+    if unknown:
+        raise KnowledgeError(f"names.yml: groups name unknown crops {unknown}")
+    return Names(crops=tables[0], pests=tables[1], groups=groups)
 
 
 # Question words say nothing about which card fits; left in, 「什么时候施肥」 meets 「什么时候摘」.
@@ -275,11 +287,11 @@ class Index:
                 text = text.replace(form, " ")
         query = terms(text)
         q_weight = sum(self._idf.get(t, 0.0) for t in query) or 1.0
-        candidates = (
-            self._by_crop.get(crop, []) + self._by_crop.get(GENERAL, [])
-            if crop
-            else range(len(self.cards))
-        )
+        if crop:
+            shelves = [crop, *(self._names.groups_of(crop) if self._names else []), GENERAL]
+            candidates: Iterable[int] = [i for s in shelves for i in self._by_crop.get(s, [])]
+        else:
+            candidates = range(len(self.cards))
         best: Match | None = None
         for i in candidates:
             card = self.cards[i]
