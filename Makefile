@@ -49,6 +49,7 @@ train: $(VENV)/.installed ## train the Rasa model if nlu_data/, config.yml or do
 	else \
 	  echo "==> training (inputs changed since $${newest:-no model})"; \
 	  $(RASA) train --data $(DATA) --config config.yml --domain domain.yml --out models --quiet || exit 1; \
+	  ls -t models/*.tar.gz | tail -n +4 | xargs -r rm --; \
 	fi
 
 run: train ## start Rasa, the action server and the gateway with the WeChat simulator (Ctrl-C stops all)
