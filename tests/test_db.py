@@ -11,6 +11,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+import bot.kb_models  # noqa: F401  (the knowledge-base tables are in the metadata too)
 from bot import db, records
 from bot.models import Conversation, Message, metadata
 from bot.records import InboundRecord, ReplyRecord
