@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     kb = sub.add_parser("kb", help="knowledge base").add_subparsers(dest="kb", required=True)
     kb.add_parser("check", help=cmd_kb_check.__doc__).set_defaults(func=cmd_kb_check)
+    from bot.kb_cli import add_commands as add_kb_commands
+
+    add_kb_commands(kb)
     return parser
 
 

@@ -108,6 +108,8 @@ class Card:
     reviewed: str = ""
     status: str = "draft"
     crops: tuple[str, ...] = ()  # every canonical crop the card is about
+    origin: str = "curated"  # or the import it came from ("pestdb:dasinong")
+    flags: tuple[str, ...] = ()  # "unreviewed", "unsafe: ..."
 
     @property
     def title(self) -> str:
