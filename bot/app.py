@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from bot import db
-from bot.conversation import APOLOGY, Conversations
+from bot.access_token import AccessTokens, DbTokenBackend, RedisTokenBackend, TokenBackend
+from bot.conversation import Conversations
+from bot.dedupe import RedisClaims
+from bot.media import MediaFetcher
+from bot.outbox import OutboxSender
 from bot.rasa_client import RasaClient
+from bot.replies import APOLOGY
 from bot.settings import Settings
 from bot.wechat import (
     MAX_BODY_BYTES,
     BadRequest,
     Forbidden,
+    Inbound,
     SafeMode,
     check_signature,
     parse_inbound,
@@ -34,6 +43,15 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 RASA = web.AppKey("rasa", RasaClient)
 CONVERSATIONS = web.AppKey("conversations", Conversations)
 SAFE_MODE = web.AppKey("safe_mode", SafeMode)
+WECHAT = web.AppKey("wechat", WeChatApi)
+OUTBOX = web.AppKey("outbox", OutboxSender)
+MEDIA = web.AppKey("media", MediaFetcher)
+MEDIA_DIR = web.AppKey("media_dir", Path)
+# Set by the simulator: sees every verified inbound message (as WeChat would), and slows the bot.
+InboundHook = Callable[[Inbound], None]
+DelaySource = Callable[[], float]
+INBOUND_HOOK: web.AppKey[InboundHook] = web.AppKey("inbound_hook")
+EXTRA_DELAY: web.AppKey[DelaySource] = web.AppKey("extra_delay")
 
 
 async def wechat_verify(request: web.Request) -> web.StreamResponse:
@@ -72,8 +90,12 @@ async def wechat_receive(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text=str(exc)) from None
     except BadRequest as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
+    hook = request.app.get(INBOUND_HOOK)
+    if hook is not None:
+        hook(inbound)
 
     try:
+        # Failures are recorded and apologised for inside; what escapes could not be recorded.
         reply = await request.app[CONVERSATIONS].handle(inbound)
     except Exception:
         # Nothing could be recorded: answer 503 so that WeChat retries the same MsgId later.
@@ -123,31 +145,65 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     engine = db.make_engine(settings.database_url)
+    sessions = db.make_sessionmaker(engine)
     http = aiohttp.ClientSession()
+    redis = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        redis = aioredis.from_url(settings.redis_url)
     app[ENGINE] = engine
     app[HTTP] = http
     app[RASA] = RasaClient(http, settings.rasa_url, settings.rasa_token)
     api_base = f"{settings.self_url}/sim/cgi-bin/" if settings.simulator else settings.api_base
+    wechat = WeChatApi(http, settings.app_id, settings.app_secret, api_base)
+    backend: TokenBackend = (
+        RedisTokenBackend(redis, settings.app_id)
+        if redis is not None
+        else DbTokenBackend(sessions, settings.app_id)
+    )
+    wechat.tokens = AccessTokens(backend, wechat.fetch_token)
+    app[WECHAT] = wechat
+    app[OUTBOX] = OutboxSender(sessions, wechat)
+    app[MEDIA] = MediaFetcher(sessions, wechat, app[MEDIA_DIR])
     app[CONVERSATIONS] = Conversations(
         rasa=app[RASA],
-        sessions=db.make_sessionmaker(engine),
-        wechat=WeChatApi(settings.app_id, settings.app_secret, api_base),
+        sessions=sessions,
+        sender=app[OUTBOX],
+        fetcher=app[MEDIA],
+        claims=RedisClaims(redis) if redis is not None else None,
         reply_budget_s=settings.reply_budget_s,
+        extra_delay_s=app.get(EXTRA_DELAY),
     )
     if settings.encoding_aes_key:
         app[SAFE_MODE] = SafeMode(settings.wechat_token, settings.encoding_aes_key, settings.app_id)
+    workers = [
+        asyncio.create_task(app[OUTBOX].run(), name="outbox"),
+        asyncio.create_task(app[MEDIA].run(), name="media"),
+    ]
     yield
     await app[CONVERSATIONS].drain()
+    await app[OUTBOX].run_once()  # answers that just reached the outbox
+    for task in workers:
+        task.cancel()
+    for task in workers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if redis is not None:
+        await redis.close()
     await http.close()
     engine.dispose()
 
 
-def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
+def create_app(
+    settings: Settings, *, migrate: bool = True, media_dir: Path | None = None
+) -> web.Application:
     """Build the gateway application; `migrate` brings the schema up to date first."""
     if migrate:
         db.upgrade(settings.database_url)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
+    app[MEDIA_DIR] = media_dir or Path(os.environ.get("KTP_MEDIA_DIR") or "var/media")
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/wechat", wechat_verify)
     app.router.add_post("/wechat", wechat_receive)

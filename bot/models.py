@@ -73,7 +73,7 @@ class Message(Base):
     # MsgId for messages, FromUserName:CreateTime for events: WeChat retries reuse it.
     dedupe_key = Column(String(96), unique=True)
     wechat_msg_id = Column(String(32))
-    msg_type = Column(String(16), nullable=False)
+    msg_type = Column(String(32), nullable=False)  # "event:unsubscribe" is 17 long
     text = Column(Text)
     intent = Column(String(64))
     confidence = Column(Float)
@@ -90,3 +90,62 @@ class Message(Base):
     error = Column(Text)
 
     conversation = relationship("Conversation", back_populates="messages")
+
+
+class OutboxItem(Base):
+    """One customer-service push waiting to go, sent, or given up on (the durable outbox)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id = Column(Integer, primary_key=True)
+    openid = Column(String(64), nullable=False, index=True)
+    msgtype = Column(String(16), nullable=False)  # "text" (the only kind we push today)
+    content = Column(Text, nullable=False)
+    # "answer" (bot), "commissioner", "notice": who asked for the push, for reports.
+    kind = Column(String(16), nullable=False)
+    # The outbound service-record row this push delivers (its status follows the outbox).
+    message_id = Column(ForeignKey("messages.id"), index=True)
+    # "pending", "sending", "sent", "expired" (45015), "quota" (45047), "failed"
+    status = Column(String(16), nullable=False)
+    attempts = Column(Integer, nullable=False, default=0)
+    next_attempt_at = Column(DateTime(timezone=True), nullable=False)
+    claimed_until = Column(DateTime(timezone=True))
+    created_at = Column(DateTime(timezone=True), nullable=False)
+    sent_at = Column(DateTime(timezone=True))
+    errcode = Column(Integer)
+    error = Column(Text)
+
+
+class AccessToken(Base):
+    """The one shared WeChat access_token per app (a new fetch invalidates the old one)."""
+
+    __tablename__ = "wechat_access_tokens"
+
+    app_id = Column(String(64), primary_key=True)
+    token = Column(String(512), nullable=False)
+    expires_at = Column(DateTime(timezone=True), nullable=False)
+    fetched_at = Column(DateTime(timezone=True), nullable=False)
+
+
+class MediaFile(Base):
+    """A farmer's photo or voice, downloaded at once (WeChat keeps MediaId for 3 days only)."""
+
+    __tablename__ = "media_files"
+
+    id = Column(Integer, primary_key=True)
+    message_id = Column(ForeignKey("messages.id"), nullable=False, index=True)
+    conversation_id = Column(ForeignKey("conversations.id"), nullable=False, index=True)
+    openid = Column(String(64), nullable=False)
+    kind = Column(String(8), nullable=False)  # "image" | "voice" | "video"
+    media_id = Column(String(128), nullable=False)
+    # "pending", "stored", "failed"
+    status = Column(String(16), nullable=False)
+    attempts = Column(Integer, nullable=False, default=0)
+    path = Column(String(255))  # relative to the media folder
+    content_type = Column(String(64))
+    size = Column(Integer)
+    sha256 = Column(String(64))
+    created_at = Column(DateTime(timezone=True), nullable=False)
+    stored_at = Column(DateTime(timezone=True))
+    error = Column(Text)

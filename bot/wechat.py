@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from wechatpy import parse_message
-from wechatpy.crypto import WeChatCrypto
+from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.messages import BaseMessage
 from wechatpy.replies import TextReply
@@ -77,6 +78,11 @@ class Inbound:
     msg_id: str | None
     text: str | None
     create_time: int
+    # Photo, voice or video to download (MediaId expires after 3 days).
+    media_id: str | None = None
+    # What the service record keeps when `text` (what Rasa reads) is not the whole story.
+    note: str | None = None
+    event_key: str | None = None
 
     @property
     def dedupe_key(self) -> str:
@@ -84,6 +90,32 @@ class Inbound:
         if self.msg_id:
             return self.msg_id
         return f"{self.openid}:{self.create_time}"
+
+
+_PROVINCE = re.compile(r"^.{2,10}?(?:省|自治区|特别行政区)")
+_COUNTY = re.compile(r"^.*?(?:县|区|旗)")
+_TOWNSHIP = re.compile(r"^.*?(?:镇|乡|街道|苏木)")
+
+
+def coarsen_location(label: str | None, lat: str | None, lon: str | None) -> str:
+    """A location cut to county/township and ~10 km (PIPL Art. 28: location is sensitive)."""
+    place = ""
+    if label:
+        province = _PROVINCE.match(label)
+        head = province.group(0) if province else ""
+        rest = label[len(head) :]
+        county = _COUNTY.match(rest)
+        if county:
+            town = _TOWNSHIP.match(rest[county.end() :])
+            place = head + county.group(0) + (town.group(0) if town else "")
+        else:
+            town = _TOWNSHIP.match(rest)
+            place = head + town.group(0) if town else ""
+    try:
+        coords = f"约 {float(lat or ''):.1f}, {float(lon or ''):.1f}"
+    except ValueError:
+        coords = ""
+    return "位置：" + (place or "（未知地名）") + (f"（{coords}）" if coords else "")
 
 
 def parse_inbound(xml: bytes | str) -> Inbound:
@@ -96,25 +128,51 @@ def parse_inbound(xml: bytes | str) -> Inbound:
         raise BadRequest(f"malformed XML: {exc.__class__.__name__}") from None
     if msg is None or not getattr(msg, "source", None):
         raise BadRequest("not a WeChat message")
+    data: dict[str, Any] = msg._data
+    try:
+        create_time = int(data.get("CreateTime") or 0)
+    except (TypeError, ValueError):
+        raise BadRequest("bad CreateTime") from None
     text: str | None = None
+    note: str | None = None
+    media_id: str | None = None
+    event_key: str | None = None
+    msg_type = str(data.get("MsgType") or msg.type)
     if msg.type == "text":
         text = (msg.content or "").strip()
     elif msg.type == "voice":
         text = (getattr(msg, "recognition", None) or "").strip() or None
-    try:
-        create_time = int(msg._data.get("CreateTime") or 0)
-    except (TypeError, ValueError):
-        raise BadRequest("bad CreateTime") from None
-    msg_id = str(msg.id) if getattr(msg, "id", None) else None
-    msg_type = msg.type
-    if msg_type == "event":
-        msg_type = f"event:{getattr(msg, 'event', 'unknown')}"
-    return Inbound(msg, msg.source, msg_type, msg_id, text, create_time)
+        media_id = data.get("MediaId")
+    elif msg.type in {"image", "video", "shortvideo"}:
+        media_id = data.get("MediaId")
+    elif msg.type == "location":
+        note = coarsen_location(data.get("Label"), data.get("Location_X"), data.get("Location_Y"))
+    elif msg.type == "link":
+        note = f"链接：{data.get('Title') or ''} {data.get('Url') or ''}".strip()
+    elif msg.type == "event" or msg_type == "event":
+        event = str(data.get("Event") or "unknown")
+        msg_type = f"event:{event.lower()}"[:32]
+        key = data.get("EventKey")
+        event_key = str(key) if key else None
+    msg_id = str(data["MsgId"]) if data.get("MsgId") else None
+    return Inbound(
+        msg, msg.source, msg_type[:32], msg_id, text, create_time, media_id, note, event_key
+    )
 
 
-def render_text_reply(inbound: Inbound, content: str) -> str:
+def render_text_reply(inbound: Inbound, content: str, create_time: int | None = None) -> str:
     """A passive text reply to `inbound`, as XML."""
-    return TextReply(message=inbound.message, content=content).render()
+    when = int(time.time()) if create_time is None else create_time
+    return str(TextReply(message=inbound.message, content=content, time=when).render())
+
+
+class _FixedRandom(PrpCrypto):
+    """PrpCrypto with a chosen 16-byte prefix, for known-answer tests of encryption."""
+
+    prefix = ""
+
+    def get_random_string(self) -> str:
+        return self.prefix
 
 
 class SafeMode:
@@ -145,6 +203,13 @@ class SafeMode:
             raise BadRequest("cannot decrypt body") from None
         return plain.encode("utf-8") if isinstance(plain, str) else plain
 
-    def encrypt(self, xml: str, nonce: str, timestamp: str) -> str:
-        """Encrypt a reply for safe mode."""
-        return str(self._crypto.encrypt_message(xml, nonce, timestamp))
+    def encrypt(
+        self, xml: str, nonce: str, timestamp: str, random_prefix: str | None = None
+    ) -> str:
+        """Encrypt a reply for safe mode (`random_prefix`: 16 chars, for known-answer tests)."""
+        if random_prefix is None:
+            return str(self._crypto.encrypt_message(xml, nonce, timestamp))
+        if len(random_prefix) != 16:
+            raise ValueError("random_prefix must be 16 characters")
+        fixed = type("Fixed", (_FixedRandom,), {"prefix": random_prefix})
+        return str(self._crypto._encrypt_message(xml, nonce, timestamp, crypto_class=fixed))

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from bot import db
 from bot.app import create_app
-from bot.conversation import ACK_SLOW, APOLOGY, WELCOME
 from bot.models import Conversation, Message
+from bot.replies import ACK_SLOW, APOLOGY, WELCOME
 from bot.settings import Settings
 from tests.conftest import FakeRasa, signed_params, text_xml, with_settings
 
