@@ -1,18 +1,19 @@
 """A WeChat stand-in for development: a phone-like chat page and the WeChat API the bot calls.
 
-The page posts what a person types to `/sim/api/send`, which signs it exactly as WeChat does and
-POSTs it to this gateway's `/wechat`, retrying like WeChat (5 s, three tries, same MsgId). The
-bot's customer-service pushes land in `/sim/cgi-bin/message/custom/send` and are listed by
+The page posts what a person does (text, photo, voice with or without recognition, location,
+menu clicks, subscribe/scan) to `/sim/api/send`, which builds WeChat's XML, signs it (and
+encrypts it in safe mode) exactly as WeChat does and POSTs it to this gateway's `/wechat`,
+retrying like WeChat (5 s, three tries, same MsgId). `/sim/api/slow` makes the bot slow so the
+push path shows. The bot's API calls land in `bot.sim_api`; pushes are listed by
 `GET /sim/outbox?openid=X`.
 """
 
 from __future__ import annotations
 
-import hmac
+import base64
+import binascii
 import secrets
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import xmltodict
 from aiohttp import web
 from wechatpy.crypto import WeChatCrypto
 
-from bot.app import SETTINGS
+from bot import sim_api
+from bot.app import EXTRA_DELAY, INBOUND_HOOK, SETTINGS
+from bot.sim_api import SIM, SimState
 from bot.wechat import sign
 
 STATIC = Path(__file__).with_name("static")
@@ -29,36 +32,24 @@ OFFICIAL_ACCOUNT = "gh_ketepai_sim"
 WECHAT_TIMEOUT_S = 5.0
 WECHAT_TRIES = 3
 UNAVAILABLE = "该公众号暂时无法提供服务，请稍后再试"
+# A 1x1 PNG and an AMR header: enough for the bot to download and store.
+SAMPLE_IMAGE = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+SAMPLE_VOICE = b"#!AMR\n" + bytes(64)
+__all__ = ["SIM", "SimState", "message_xml", "text_message_xml"]
 
 
-@dataclass
-class SimState:
-    """Tokens issued and messages pushed, in memory for the life of the process."""
-
-    tokens: set[str] = field(default_factory=set)
-    outbox: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    msg_seq: int = field(default_factory=lambda: int(time.time() * 1000) * 1000)
-
-
-SIM = web.AppKey("sim", SimState)
+def message_xml(openid: str, fields: dict[str, Any], create_time: int) -> str:
+    """The XML WeChat POSTs for a farmer's message or event, with `fields` after the header."""
+    doc = {"ToUserName": OFFICIAL_ACCOUNT, "FromUserName": openid, "CreateTime": str(create_time)}
+    doc.update({k: str(v) for k, v in fields.items() if v is not None})
+    return xmltodict.unparse({"xml": doc}, full_document=False)
 
 
 def text_message_xml(openid: str, text: str, msg_id: int, create_time: int) -> str:
     """The XML WeChat POSTs for a farmer's text message."""
-    return xmltodict.unparse(
-        {
-            "xml": {
-                "ToUserName": OFFICIAL_ACCOUNT,
-                "FromUserName": openid,
-                "CreateTime": str(create_time),
-                "MsgType": "text",
-                "Content": text,
-                "MsgId": str(msg_id),
-            }
-        },
-        full_document=False,
-    )
+    return message_xml(openid, {"MsgType": "text", "Content": text, "MsgId": msg_id}, create_time)
 
 
 def signed_query(token: str, timestamp: str, nonce: str, openid: str) -> dict[str, str]:
@@ -121,58 +112,92 @@ def _reply_content(raw: str, crypto: WeChatCrypto | None, nonce: str, timestamp:
     return str(content) if content is not None else None
 
 
-async def page(_request: web.Request) -> web.StreamResponse:
-    """GET /sim: the phone-like chat page."""
-    return web.FileResponse(STATIC / "sim.html")
+def _fields(state: SimState, payload: dict[str, Any]) -> dict[str, Any]:
+    """WeChat's fields for one simulated action (raises ValueError when it makes no sense)."""
+    kind = str(payload.get("type") or "text")
+    state.msg_seq += 1
+    msg_id = state.msg_seq
+    if kind == "text":
+        text = str(payload.get("text") or "").strip()
+        if not text:
+            raise ValueError("text is required")
+        return {"MsgType": "text", "Content": text, "MsgId": msg_id}
+    if kind == "image":
+        content = SAMPLE_IMAGE
+        if payload.get("image_base64"):
+            try:
+                content = base64.b64decode(str(payload["image_base64"]), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("image_base64 is not base64") from None
+        media_id = state.new_media(content, "image/jpeg")
+        url = f"http://mmbiz.qpic.cn/sim/{media_id}"
+        return {"MsgType": "image", "PicUrl": url, "MediaId": media_id, "MsgId": msg_id}
+    if kind == "voice":
+        media_id = state.new_media(SAMPLE_VOICE, "audio/amr")
+        rec = str(payload.get("recognition") or "").strip() or None
+        return {
+            "MsgType": "voice",
+            "MediaId": media_id,
+            "Format": "amr",
+            "Recognition": rec,
+            "MsgId": msg_id,
+        }
+    if kind == "location":
+        return {
+            "MsgType": "location",
+            "Location_X": payload.get("lat", "34.160271"),
+            "Location_Y": payload.get("lon", "108.216911"),
+            "Scale": 15,
+            "Label": payload.get("label", "陕西省西安市周至县楼观镇周一村3组"),
+            "MsgId": msg_id,
+        }
+    if kind == "link":
+        title, url = payload.get("title", "猕猴桃溃疡病防治"), payload.get("url", "http://x.cn/a")
+        return {"MsgType": "link", "Title": title, "Description": "", "Url": url, "MsgId": msg_id}
+    if kind == "event":
+        event = str(payload.get("event") or "")
+        if event not in {"subscribe", "unsubscribe", "CLICK", "VIEW", "SCAN"}:
+            raise ValueError("event must be subscribe, unsubscribe, CLICK, VIEW or SCAN")
+        return {"MsgType": "event", "Event": event, "EventKey": payload.get("key")}
+    raise ValueError("type must be text, image, voice, location, link or event")
 
 
 async def api_send(request: web.Request) -> web.StreamResponse:
-    """POST /sim/api/send {openid, text}: deliver as WeChat and return the passive reply."""
+    """POST /sim/api/send {openid, type, ...}: deliver as WeChat and return the passive reply."""
     try:
         payload = await request.json()
         openid = str(payload["openid"]).strip()
-        text = str(payload["text"]).strip()
     except (ValueError, KeyError, TypeError):
-        raise web.HTTPBadRequest(text="expected JSON {openid, text}") from None
-    if not openid or not text:
-        raise web.HTTPBadRequest(text="openid and text are required")
+        raise web.HTTPBadRequest(text="expected JSON {openid, type, ...}") from None
+    if not openid or not isinstance(payload, dict):
+        raise web.HTTPBadRequest(text="openid is required")
     state = request.app[SIM]
-    state.msg_seq += 1
-    xml = text_message_xml(openid, text, state.msg_seq, int(time.time()))
+    try:
+        fields = _fields(state, payload)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    # Events carry no MsgId; WeChat dedupes them by FromUserName+CreateTime, so they must differ.
+    create_time = int(time.time())
+    if "MsgId" not in fields:
+        create_time = max(create_time, state.event_times.get(openid, 0) + 1)
+        state.event_times[openid] = create_time
+    xml = message_xml(openid, fields, create_time)
     return web.json_response(await _deliver(request.app, openid, xml))
 
 
-async def cgi_token(request: web.Request) -> web.StreamResponse:
-    """GET /sim/cgi-bin/token: an access_token for the right appid and secret."""
-    settings = request.app[SETTINGS]
-    q = request.query
-    ok_id = hmac.compare_digest(q.get("appid", ""), settings.app_id)
-    ok_secret = hmac.compare_digest(q.get("secret", ""), settings.app_secret)
-    if q.get("grant_type") != "client_credential" or not (ok_id and ok_secret):
-        return web.json_response({"errcode": 40013, "errmsg": "invalid appid or secret"})
-    token = secrets.token_urlsafe(32)
-    request.app[SIM].tokens.add(token)
-    return web.json_response({"access_token": token, "expires_in": 7200})
-
-
-async def cgi_custom_send(request: web.Request) -> web.StreamResponse:
-    """POST /sim/cgi-bin/message/custom/send: record a customer-service push."""
-    state = request.app[SIM]
-    if request.query.get("access_token") not in state.tokens:
-        return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
+async def api_slow(request: web.Request) -> web.StreamResponse:
+    """POST /sim/api/slow {seconds}: delay every bot turn, to show the acknowledge-and-push path."""
     try:
-        body = await request.json()
-        touser, msgtype = str(body["touser"]), str(body["msgtype"])
+        seconds = float((await request.json())["seconds"])
     except (ValueError, KeyError, TypeError):
-        return web.json_response({"errcode": 44002, "errmsg": "empty post data"})
-    item: dict[str, Any] = {"msgtype": msgtype, "at": datetime.now(timezone.utc).isoformat()}
-    if msgtype == "text":
-        item["content"] = body.get("text", {}).get("content", "")
-    else:
-        item.update({k: v for k, v in body.items() if k not in {"touser", "msgtype"}})
-    state.outbox.setdefault(touser, []).append(item)
-    state.calls.append({"api": "message/custom/send", "touser": touser, "msgtype": msgtype})
-    return web.json_response({"errcode": 0, "errmsg": "ok"})
+        raise web.HTTPBadRequest(text="expected JSON {seconds}") from None
+    request.app[SIM].slow_s = max(0.0, min(seconds, 30.0))
+    return web.json_response({"slow_s": request.app[SIM].slow_s})
+
+
+async def page(_request: web.Request) -> web.StreamResponse:
+    """GET /sim: the phone-like chat page."""
+    return web.FileResponse(STATIC / "sim.html")
 
 
 async def outbox(request: web.Request) -> web.StreamResponse:
@@ -185,9 +210,12 @@ async def outbox(request: web.Request) -> web.StreamResponse:
 
 def setup(app: web.Application) -> None:
     """Mount the simulator on the gateway."""
-    app[SIM] = SimState()
+    state = SimState()
+    app[SIM] = state
+    app[INBOUND_HOOK] = state.saw_inbound
+    app[EXTRA_DELAY] = lambda: state.slow_s
     app.router.add_get("/sim", page)
     app.router.add_post("/sim/api/send", api_send)
-    app.router.add_get("/sim/cgi-bin/token", cgi_token)
-    app.router.add_post("/sim/cgi-bin/message/custom/send", cgi_custom_send)
+    app.router.add_post("/sim/api/slow", api_slow)
     app.router.add_get("/sim/outbox", outbox)
+    sim_api.setup(app)
