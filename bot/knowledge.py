@@ -5,13 +5,8 @@ Pure functions over data loaded from `kb/`; no I/O at import time.
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -218,129 +213,9 @@ def load_names(kb_dir: Path = KB_DIR) -> Names:
 
 # Question words say nothing about which card fits; left in, 「什么时候施肥」 meets 「什么时候摘」.
 STOP_PHRASES = sorted(
-    "怎么办 怎么样 怎么回事 怎么弄 怎么搞 怎么 咋办 咋整 咋弄 咋回事 什么时候 什么 为什么 如何 "
+    "怎么办 怎么样 怎么回事 怎么弄 怎么搞 怎么 咋办 咋整 咋弄 咋回事 什么时候 "
+    "什么 为什么 如何 多少 "
     "是不是 可不可以 可以吗 能不能 有没有 请问 请教 一下 这个 那个 我家 我的 我们 今年".split(),
     key=len,
     reverse=True,
 )
-
-
-def terms(text: str) -> set[str]:
-    """Character bigrams and skip-bigrams of `text`'s letters and digits, question words removed.
-
-    Chinese needs no word cut for this, and skip-bigrams let 「褐色斑点」 meet 「褐斑病」.
-    """
-    for phrase in STOP_PHRASES:
-        text = text.replace(phrase, " ")
-    grams: set[str] = set()
-    for run in re.findall(r"[^\W_]+", text):
-        grams.update(a + b for a, b in itertools.pairwise(run))
-        grams.update(a + b for a, b in zip(run, run[2:], strict=False))
-    return grams
-
-
-@dataclass(frozen=True)
-class Match:
-    """A card found for a question, with how sure we are (0..1)."""
-
-    card: Card
-    score: float
-
-
-class Index:
-    """Published cards with their terms and term weights (idf), built once."""
-
-    def __init__(self, cards: Iterable[Card], names: Names | None = None) -> None:
-        self.cards = [c for c in cards if c.status == "published"]
-        self._names = names
-        # Each name of the card's problem on its own: the question may spell out any one of them.
-        self._forms = [[terms(f) for f in (c.topic, *c.aliases) if terms(f)] for c in self.cards]
-        self._topic = [set().union(*forms) if forms else set() for forms in self._forms]
-        self._body = [terms(c.searchable_text()) for c in self.cards]
-        df: dict[str, int] = {}
-        for topic, body in zip(self._topic, self._body, strict=True):
-            for t in topic | body:
-                df[t] = df.get(t, 0) + 1
-        n = max(1, len(self.cards))
-        self._idf = {t: math.log(1 + n / d) for t, d in df.items()}
-        self._by_crop: dict[str, list[int]] = {}
-        for i, c in enumerate(self.cards):
-            for crop in c.crops:
-                self._by_crop.setdefault(crop, []).append(i)
-
-    def _share(self, query: set[str], form: set[str]) -> float:
-        """How much of one name (by idf) the question contains."""
-        total = sum(self._idf.get(t, 0.0) for t in form) or 1.0
-        return sum(self._idf.get(t, 0.0) for t in query & form) / total
-
-    def find(
-        self, *, text: str, crop: str | None, pest: str | None, category: str | None
-    ) -> Match | None:
-        """The card that best answers the question, or None if no card is about this crop.
-
-        The crop must match when one is known. A named pest/disease that is the card's topic
-        counts most; then how much of the question the card covers and how much of the card's
-        topic the question names, both weighted by idf; the category adds a little.
-        """
-        if crop:
-            # The crop's own name says nothing about which of its cards fits.
-            aliases = self._names.crops.get(crop, ()) if self._names else ()
-            for form in sorted((crop, *aliases), key=len, reverse=True):
-                text = text.replace(form, " ")
-        query = terms(text)
-        q_weight = sum(self._idf.get(t, 0.0) for t in query) or 1.0
-        if crop:
-            shelves = [crop, *(self._names.groups_of(crop) if self._names else []), GENERAL]
-            candidates: Iterable[int] = [i for s in shelves for i in self._by_crop.get(s, [])]
-        else:
-            candidates = range(len(self.cards))
-        best: Match | None = None
-        for i in candidates:
-            card = self.cards[i]
-            score = 0.1 if crop else 0.0
-            if pest and (pest == card.topic or pest in card.aliases):
-                score += 0.5
-            if category and category == card.category:
-                score += 0.15
-            covered = sum(self._idf.get(t, 0.0) for t in query & (self._topic[i] | self._body[i]))
-            named = max((self._share(query, form) for form in self._forms[i]), default=0.0)
-            score += 0.3 * covered / q_weight + 0.45 * named
-            if best is None or score > best.score:
-                best = Match(card, min(score, 1.0))
-        return best
-
-
-def find_card(
-    cards: Iterable[Card],
-    *,
-    text: str,
-    crop: str | None,
-    pest: str | None,
-    category: str | None,
-) -> Match | None:
-    """One-off search over `cards` (builds an index; keep an `Index` for repeated use)."""
-    return Index(cards).find(text=text, crop=crop, pest=pest, category=category)
-
-
-def render_answer(card: Card, max_measures: int = 4) -> str:
-    """A phone-screen answer: title, summary, the first measures in order, how to go on."""
-    lines = [f"【{card.title}】", card.summary]
-    measures = [
-        f"{CONTROL_LABELS[kind]}：{item}"
-        for kind in CONTROL_ORDER
-        for item in card.control.get(kind, ())
-    ][:max_measures]
-    if measures:
-        lines.append("")
-        lines.append("怎么办：")
-        lines.extend(f"{i}. {m}" for i, m in enumerate(measures, 1))
-    lines.append("")
-    lines.append("不是这个问题？请补充症状，或回复「转人工」请专家看看。")
-    return "\n".join(lines)
-
-
-@lru_cache(maxsize=4)
-def knowledge(kb_dir: Path = KB_DIR) -> tuple[Index, Names]:
-    """The card index and the names, loaded once per process."""
-    names = load_names(kb_dir)
-    return Index(load_cards(kb_dir), names), names

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot import db
+from bot import db, kb_cli
 from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +184,7 @@ def run(settings: Settings) -> int:
         print("error: no trained model in models/ (run `make train`)", file=sys.stderr)
         return 2
     db.upgrade(settings.database_url)
+    print("==> knowledge base: " + kb_cli.load_into(settings.database_url), flush=True)
     rasa_token = settings.rasa_token or secrets.token_urlsafe(24)
     children = build_children(settings, rasa_token, model)
 

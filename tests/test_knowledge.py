@@ -9,14 +9,10 @@ import yaml
 
 from bot.knowledge import (
     CATEGORIES,
-    Index,
     KnowledgeError,
     card_from_dict,
-    knowledge,
     load_cards,
     load_names,
-    render_answer,
-    terms,
 )
 from bot.nlu_names import jieba_userdict, lookups_yaml
 
@@ -62,39 +58,13 @@ def test_aliases_resolve_to_canonical_names() -> None:
 
 
 def test_no_name_belongs_to_two_canonical_names() -> None:
-    _, names = knowledge(REPO / "kb")
+    names = load_names(REPO / "kb")
     for table in (names.crops, names.pests):
         seen: dict[str, str] = {}
         for canonical, aliases in table.items():
             for form in (canonical, *aliases):
                 assert form not in seen, f"{form} under {seen.get(form)} and {canonical}"
                 seen[form] = canonical
-
-
-def test_the_first_question_finds_kiwifruit_brown_spot() -> None:
-    index, names = knowledge(REPO / "kb")
-    text = "猕猴桃叶子上有褐色斑点怎么办"
-    match = index.find(text=text, crop="猕猴桃", pest=names.find_pest(text), category="disease")
-    assert match is not None and match.card.id == "kiwi-brown-spot"
-    answer = render_answer(match.card)
-    assert "猕猴桃" in answer and "褐斑病" in answer
-
-
-def test_named_pest_wins_and_crop_filters() -> None:
-    cards = [
-        card_from_dict(card(id="a", topic="溃疡病", summary="猕猴桃溃疡病：枝干流红褐色菌脓。")),
-        card_from_dict(card(id="b")),
-        card_from_dict(card(id="c", crop="核桃", topic="黑斑病", summary="核桃黑斑病。")),
-    ]
-    index = Index(cards)
-    m = index.find(text="树干流水", crop="猕猴桃", pest="溃疡病", category="disease")
-    assert m is not None and m.card.id == "a" and m.score >= 0.6
-    assert index.find(text="黑斑", crop="水稻", pest=None, category=None) is None
-
-
-def test_drafts_are_never_answered() -> None:
-    index = Index([card_from_dict(card(status="draft"))])
-    assert index.find(text="猕猴桃褐斑病", crop="猕猴桃", pest="褐斑病", category="disease") is None
 
 
 @pytest.mark.parametrize(
@@ -120,10 +90,6 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(KnowledgeError, match=r"also in a\.yml"):
         load_cards(tmp_path)
-
-
-def test_skip_bigrams_join_a_spelled_out_name() -> None:
-    assert "褐斑" in terms("褐色斑点")
 
 
 def test_generated_name_files_are_up_to_date() -> None:
