@@ -74,6 +74,29 @@ def cmd_kb_check(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wechat_menu(args: argparse.Namespace) -> int:
+    """Show the custom menu (问专家 / 常见问题 / 我的求助); --apply sends it to WeChat."""
+    import asyncio
+    import json
+
+    from bot.replies import MENU
+
+    print(json.dumps(MENU, ensure_ascii=False, indent=2))
+    if not args.apply:
+        print("(not applied; add --apply to send it to WeChat)")
+        return 0
+    from bot.menu_apply import apply_menu
+    from bot.wechat_client import WeChatError
+
+    try:
+        asyncio.run(apply_menu(_settings(), MENU))
+    except WeChatError as exc:
+        print(f"error: WeChat refused the menu: {exc}", file=sys.stderr)
+        return 1
+    print("menu applied")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="ketepai", description="科特派助手 (Ketepai) tools")
@@ -92,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.kb_cli import add_commands as add_kb_commands
 
     add_kb_commands(kb)
+
+    wx = sub.add_parser("wechat", help="WeChat account").add_subparsers(dest="wx", required=True)
+    menu = wx.add_parser("menu", help=cmd_wechat_menu.__doc__)
+    menu.add_argument("--apply", action="store_true", help="send the menu to WeChat")
+    menu.set_defaults(func=cmd_wechat_menu)
     return parser
 
 
