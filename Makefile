@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export RASA_TELEMETRY_ENABLED ?= false
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 
-.PHONY: help venv run train test test-py lint validate e2e clean names
+.PHONY: help venv run train test test-py lint validate e2e clean names kb-report
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ test-py: train ## pytest
 
 test: lint validate test-py e2e ## set up, then every test
 	@echo "==> all tests passed"
+
+kb-report: $(VENV)/.installed ## knowledge-base benchmark: precision, answered, handed over, latency p95
+	$(PY) -m bench.kb_report
 
 clean: ## remove models, results and the venv
 	rm -rf $(VENV) models var/results

@@ -91,7 +91,8 @@ def main(argv: list[str]) -> int:
     scored = run(retriever, names, load_questions(path))
     m = metrics(scored, ANSWER_AT, CLARIFY_AT)
     print(
-        f"question set: {path.relative_to(REPO)}  thresholds: answer>={ANSWER_AT} clarify>={CLARIFY_AT}"
+        f"question set: {path.relative_to(REPO)}  "
+        f"thresholds: answer>={ANSWER_AT} clarify>={CLARIFY_AT}"
     )
     for k, v in m.items():
         print(f"  {k:30} {v:.3f}" if isinstance(v, float) else f"  {k:30} {v}")
@@ -101,7 +102,8 @@ def main(argv: list[str]) -> int:
             got = [c.id for c in d.cards]
             mark = "ok " if (d.kind == "answer" and got[0] == s.q.get("card")) else "-- "
             print(
-                f"{mark}{d.kind:8} {s.result.confidence:.2f} {s.q['q']} -> {got} want {s.q.get('card')}"
+                f"{mark}{d.kind:8} {s.result.confidence:.2f} {s.q['q']} -> {got} "
+                f"want {s.q.get('card')}"
             )
     return 0
 
