@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from bot.models import Conversation, Message
 
@@ -58,6 +58,8 @@ def current_conversation(session: Session, openid: str, now: datetime) -> Conver
     """The farmer's open service record, or a new one after CONVERSATION_IDLE of silence."""
     conv = session.execute(
         select(Conversation)
+        # Not the whole history (the relationship is selectin): this runs for every message.
+        .options(lazyload(Conversation.messages))
         .where(Conversation.openid == openid)
         .order_by(Conversation.last_activity_at.desc())
         .limit(1)
