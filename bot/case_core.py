@@ -223,12 +223,15 @@ def offer(
     sender: Sender | None,
     action: str,
 ) -> None:
+    """Offer a case to the routed commissioner (pushing them its summary), or to an admin."""
     case.offered_at = now
     if decision.commissioner_id is None:
-        case.offered_to_id, case.needs_admin = None, True
+        case.offered_to, case.offered_to_id, case.needs_admin = None, None, True
         event(session, case, SYSTEM, action, "无人可接，转管理员", now=now)
         return
-    case.offered_to_id = decision.commissioner_id
+    person = session.get(Commissioner, decision.commissioner_id)
+    # Both the object and the id, so that permission checks see it before a flush.
+    case.offered_to, case.offered_to_id = person, decision.commissioner_id
     case.offered_ids = [*(case.offered_ids or []), decision.commissioner_id]
     event(
         session,
@@ -238,7 +241,6 @@ def offer(
         f"commissioner:{decision.commissioner_id} ({decision.reason})",
         now=now,
     )
-    person = session.get(Commissioner, decision.commissioner_id)
     if sender is not None and person is not None:
         session.flush()
         sender(person.openid, case_summary(case), session=session, kind="notice")

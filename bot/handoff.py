@@ -30,7 +30,7 @@ from bot.case_core import (
     require_act,
     transcript_of,
 )
-from bot.handoff_models import Case
+from bot.handoff_models import Case, Commissioner
 from bot.roster import utcnow
 
 ESCALATE_AFTER = timedelta(minutes=30)
@@ -100,7 +100,9 @@ def claim(case_id: int, actor: Actor, *, session: Session, now: datetime | None 
         raise HandoffError(f"#{case.id} 不在您的县，不能接单")
     now = now or utcnow()
     move(session, case, actor, "claim", None, now)
-    case.commissioner_id, case.claimed_at = actor.commissioner_id, now
+    case.commissioner = session.get(Commissioner, actor.commissioner_id)
+    case.commissioner_id = actor.commissioner_id
+    case.claimed_at = now
     return case
 
 
@@ -213,7 +215,7 @@ def reopen(
     move(session, case, actor, "reopen", reason or None, now, to=to)
     case.closed_at, case.rating, case.rated_at = None, None, None
     if to == "waiting":
-        case.commissioner_id = None
+        case.commissioner, case.commissioner_id = None, None
         facts = routing.CaseFacts(case.crop, case.category, case.county)
         decision = routing.route(facts, roster.candidates(session=session, now=now))
         offer(session, case, decision, now, sender, "offered")

@@ -1,0 +1,73 @@
+"""The handoff's ties to WeChat's customer-service limits: the outbox as a Sender, and the window.
+
+A push is possible for 48 h after the farmer's last message, at most 5 per message; the console
+shows both, and a reply that WeChat would refuse is held (not dropped) until the farmer writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot import outbox
+from bot.models import Message, OutboxItem
+from bot.roster import utcnow
+from bot.wechat_client import QUOTA_USED, WINDOW_CLOSED
+
+REFUSALS = {WINDOW_CLOSED: "window_closed", QUOTA_USED: "quota_used"}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The customer-service window towards one openid."""
+
+    open_until: datetime | None  # None: the farmer never wrote, nothing can be pushed
+    pushes_left: int
+
+    def is_open(self, now: datetime) -> bool:
+        """Whether a push can go out now."""
+        return self.open_until is not None and now < self.open_until and self.pushes_left > 0
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def window_of(openid: str, *, session: Session, now: datetime | None = None) -> Window:
+    """When the 48 h window closes and how many of its 5 pushes are left."""
+    now = now or utcnow()
+    last_in = session.execute(
+        select(func.max(Message.created_at)).where(
+            Message.openid == openid, Message.direction == "in"
+        )
+    ).scalar_one_or_none()
+    if last_in is None:
+        return Window(None, 0)
+    last_in = _aware(last_in)
+    sent = session.execute(
+        select(func.count(OutboxItem.id)).where(
+            OutboxItem.openid == openid,
+            OutboxItem.status.in_(("pending", "sending", "sent")),
+            OutboxItem.created_at >= last_in,
+        )
+    ).scalar_one()
+    return Window(last_in + outbox.WINDOW, max(0, outbox.PUSHES_PER_MESSAGE - int(sent)))
+
+
+def outbox_sender(openid: str, text: str, *, session: Session, kind: str) -> str:
+    """A handoff Sender that queues the push in the gateway's durable outbox."""
+    now = utcnow()
+    refusal = outbox.window_refusal(session, openid, now)
+    if refusal is not None:
+        return REFUSALS.get(refusal, "failed")
+    last_in = session.execute(
+        select(Message)
+        .where(Message.openid == openid, Message.direction == "in")
+        .order_by(Message.id.desc())
+        .limit(1)
+    ).scalar_one()
+    outbox.enqueue(session, reply_to=last_in, content=text, source=f"handoff:{kind}", kind=kind)
+    return "queued"
