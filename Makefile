@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export RASA_TELEMETRY_ENABLED ?= false
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 
-.PHONY: help venv run train test test-py lint validate e2e clean names kb-report
+.PHONY: help venv run train test test-py lint validate e2e clean names nlu-report kb-report
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,11 @@ test: lint validate test-py e2e ## set up, then every test
 
 kb-report: $(VENV)/.installed ## knowledge-base benchmark: precision, answered, handed over, latency p95
 	$(PY) -m bench.kb_report
+
+# CPU-heavy (5 fold trainings per pipeline, ~20-40 min on 2 cores): run it niced, not in `make test`.
+nlu-report: $(VENV)/.installed ## NLU benchmark: 5-fold CV vs a TF-IDF baseline, held-out, time, memory, latency
+	PYTHONWARNINGS=ignore::DeprecationWarning nice $(PY) -m bench.nlu_report \
+	  --config config.yml --config bench/configs/no_extra.yml --out docs/nlu-report.md
 
 clean: ## remove models, results and the venv
 	rm -rf $(VENV) models var/results
