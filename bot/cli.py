@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     menu = wx.add_parser("menu", help=cmd_wechat_menu.__doc__)
     menu.add_argument("--apply", action="store_true", help="send the menu to WeChat")
     menu.set_defaults(func=cmd_wechat_menu)
+    from bot.handoff_cli import add_commands as add_handoff_commands
+
+    add_handoff_commands(sub)
     return parser
 
 
