@@ -108,6 +108,33 @@ def newest_model(models: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def rasa_endpoints(settings: Settings, out_dir: Path) -> Path:
+    """endpoints.yml, plus Redis tracker and lock stores when REDIS_URL is set.
+
+    More than one Rasa worker (KTP_RASA_WORKERS) needs shared stores: with the in-memory ones each
+    worker would hold its own half of a farmer's conversation.
+    """
+    if not settings.redis_url:
+        return ROOT / "endpoints.yml"
+    from urllib.parse import urlsplit
+
+    import yaml
+
+    url = urlsplit(settings.redis_url)
+    db_index = int((url.path or "/0").lstrip("/") or 0)
+    redis = {"url": url.hostname or "127.0.0.1", "port": url.port or 6379}
+    if url.password:
+        redis["password"] = url.password
+    doc = yaml.safe_load((ROOT / "endpoints.yml").read_text(encoding="utf-8")) or {}
+    doc["action_endpoint"] = {"url": f"{settings.action_url}/webhook"}
+    doc["tracker_store"] = {"type": "redis", **redis, "db": db_index, "key_prefix": "ktp-tracker"}
+    doc["lock_store"] = {"type": "redis", **redis, "db": db_index, "key_prefix": "ktp-lock"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "endpoints.generated.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Child]:
     """The three processes, in start order."""
     py = sys.executable
@@ -125,6 +152,11 @@ def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Chi
         }
     )
     actions_env = {**base_env, "SANIC_HOST": "127.0.0.1"}
+    rasa_env = dict(base_env)
+    workers = os.environ.get("KTP_RASA_WORKERS", "1")
+    if workers != "1" and not settings.redis_url:
+        raise SystemExit("KTP_RASA_WORKERS > 1 needs REDIS_URL (shared tracker and lock stores)")
+    rasa_env["SANIC_WORKERS"] = workers
     return [
         Child(
             "actions",
@@ -149,12 +181,12 @@ def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Chi
                 "--model",
                 str(model),
                 "--endpoints",
-                "endpoints.yml",
+                str(rasa_endpoints(settings, ROOT / "var")),
                 "--credentials",
                 "credentials.yml",
             ],
             f"{settings.rasa_url}/status?token={rasa_token}",
-            base_env,
+            rasa_env,
         ),
         Child(
             "gateway",
