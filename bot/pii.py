@@ -19,12 +19,24 @@ class DataKeyError(RuntimeError):
     """KTP_DATA_KEY is missing or malformed."""
 
 
-def data_key(env: Mapping[str, str] | None = None) -> str:
-    """KTP_DATA_KEY, or the dev key when KTP_SIMULATOR=1; raise otherwise (fail fast)."""
+_configured: list[str] = []  # set once by the gateway at start-up (use_key)
+
+
+def use_key(key: str) -> None:
+    """Make `key` this process's data key (the gateway calls it once it knows its settings)."""
+    _configured[:] = [key]
+
+
+def data_key(env: Mapping[str, str] | None = None, *, simulator: bool | None = None) -> str:
+    """KTP_DATA_KEY, or the dev key in simulator mode; raise otherwise (fail fast)."""
+    if env is None and simulator is None and _configured:
+        return _configured[0]
     env = os.environ if env is None else env
     key = (env.get("KTP_DATA_KEY") or "").strip()
     if not key:
-        if (env.get("KTP_SIMULATOR") or "").strip().lower() in {"1", "true", "yes", "on"}:
+        if simulator is None:
+            simulator = (env.get("KTP_SIMULATOR") or "").strip().lower() in {"1", "true", "on"}
+        if simulator:
             return DEV_DATA_KEY
         raise DataKeyError(
             "missing required setting KTP_DATA_KEY (encrypts farmers' phone numbers); make one "
