@@ -32,6 +32,9 @@ _NOT_A_PLACE = re.compile(
     r"(?:什么|啥|咋|怎么|为什么|吗|呢|病|虫|药|肥|叶|果|根|烂|黄|不知道|不晓得|忘了|\d)"
 )
 _DECLINE_PLACE = re.compile(r"^(?:不想说|不方便说|不告诉|保密|不说了?|不想讲)")
+_NOT_A_CROP = re.compile(
+    r"(?:^不|^没|什么|啥|咋|怎么|知道|晓得|吗|呢|病|虫|斑|点|烂|枯|死|黄了|发|有|上|了|药|肥)"
+)
 _CN_DIGITS = str.maketrans("零〇一二三四五六七八九幺两", "0012345678912")
 _MOBILE = re.compile(r"1[3-9]\d{9}")
 _LANDLINE = re.compile(r"0\d{2,3}\d{7,8}")
@@ -118,8 +121,9 @@ def read_crop(text: str, known: str | None) -> str | None:
     t = re.sub(r"\s+", "", normalize(text))
     t = re.sub(r"^(?:种的是|种的|养的是|养的|是|我种|我养|种)", "", t)
     t = re.sub(r"(?:的|呀|啊|哦|嘛)$", "", t)
-    if is_no(t) or not re.fullmatch(r"[\u4e00-\u9fff]{1,8}", t or ""):
+    if is_no(t) or not re.fullmatch(r"[\u4e00-\u9fff]{1,6}", t or ""):
         return None
-    if re.search(r"(?:什么|啥|咋|怎么|不知道|不晓得|吗|呢)", t):
+    # A description of the problem, a question or a refusal is not a crop.
+    if _NOT_A_CROP.search(t):
         return None
     return t

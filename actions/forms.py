@@ -8,6 +8,7 @@ an answer or `{slot: None}` to ask again (Rasa's form contract).
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -53,8 +54,9 @@ class PatientFormValidation(FormValidationAction):
     """A form validator that counts the answers it could not read, per slot, and after
     repeated failures explains why it asks and how to stop, instead of repeating itself."""
 
-    def name(self) -> str:  # pragma: no cover - abstract in rasa-sdk
-        raise NotImplementedError
+    @abstractmethod
+    def name(self) -> str:
+        """The validator's action name (abstract: the action server skips this base class)."""
 
     def accept(self, slot: str, value: Any, tracker: Tracker) -> dict[str, Any]:
         """Keep `value` and forget earlier failures on `slot`."""
@@ -164,10 +166,13 @@ ASK = {
 }
 
 
-class _AskSlot(Action):
+class _AskSlot(Action, ABC):
     """Asks the consultation form's question for one slot."""
 
-    slot = ""
+    @property
+    @abstractmethod
+    def slot(self) -> str:
+        """The slot asked for (abstract: the action server skips this base class)."""
 
     def name(self) -> str:
         return f"action_ask_{self.slot}"

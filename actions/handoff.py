@@ -83,7 +83,12 @@ def set_sink(sink: HandoffSink) -> None:
 
 def summary(req: HandoffRequest) -> str:
     """The request read back to the farmer, so they can correct it."""
-    photo = {None: "没有", answers.NONE_GIVEN: "没有"}.get(req.photo, "有")
+    photo = {
+        None: "没有",
+        answers.NONE_GIVEN: "没有",
+        answers.PHOTO_SENT: answers.PHOTO_SENT,
+        answers.PHOTO_LATER: answers.PHOTO_LATER,
+    }.get(req.photo, "已收到")
     return (
         f"作物：{req.crop or '未说'}\n问题：{req.problem or '未说'}\n照片：{photo}\n"
         f"地点：{req.location or '未说'}\n电话：{answers.mask_phone(req.phone)}"

@@ -248,3 +248,34 @@ def test_pending_question_is_the_recent_consultation() -> None:
     assert pending_question(Tracker("f", {}, {}, old, False, None, {}, "")) is None
     with_crop = user("核桃叶子发黄", "ask_disease", crop)["parse_data"]
     assert not completes(with_crop, events[-1]["parse_data"])
+
+
+def test_the_action_server_registers_every_dialogue_action() -> None:
+    from rasa_sdk.executor import ActionExecutor
+
+    executor = ActionExecutor()
+    executor.register_package("actions")  # raises if a base class gets instantiated
+    expected = {
+        "action_answer_pending",
+        "action_handoff",
+        "validate_consultation_form",
+        *(f"action_ask_{s}" for s in ("crop", "problem", "photo", "location", "phone")),
+    }
+    assert expected <= set(executor.actions)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("果树", "果树"),
+        ("种的是烟叶", "烟叶"),
+        ("养的是鸭子", "鸭子"),
+        ("不想说", None),
+        ("不知道", None),
+        ("果子上有黑点", None),
+        ("叶子发黄", None),
+        ("是啥病", None),
+    ],
+)
+def test_read_crop_free_answers(text: str, expected: str | None) -> None:
+    assert answers.read_crop(text, None) == expected
