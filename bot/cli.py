@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.handoff_cli import add_commands as add_handoff_commands
 
     add_handoff_commands(sub)
+    from bot.admin.cli import add_commands as add_admin_commands
+
+    add_admin_commands(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The admins' web pages (mounted at /admin) and the monthly assessment report."""
