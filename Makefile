@@ -75,10 +75,13 @@ test: lint validate test-py e2e ## set up, then every test
 kb-report: $(VENV)/.installed ## knowledge-base benchmark: precision, answered, handed over, latency p95
 	$(PY) -m bench.kb_report
 
-# CPU-heavy (5 fold trainings per pipeline, ~20-40 min on 2 cores): run it niced, not in `make test`.
+# The pipeline in use first (held-out, time, memory and latency are measured on it), then the
+# candidates it was compared with. CPU-heavy (5 trainings per pipeline, 10-25 min each on 2
+# cores; results cached in var/nlu-exp/): run niced, not part of `make test`.
+NLU_CONFIGS ?= config.yml bench/configs/no_transformer.yml bench/configs/no_extra.yml
 nlu-report: $(VENV)/.installed ## NLU benchmark: 5-fold CV vs a TF-IDF baseline, held-out, time, memory, latency
 	PYTHONWARNINGS=ignore::DeprecationWarning nice $(PY) -m bench.nlu_report \
-	  --config config.yml --config bench/configs/no_extra.yml --out docs/nlu-report.md
+	  $(addprefix --config ,$(NLU_CONFIGS)) --out docs/nlu-report.md
 
 clean: ## remove models, results and the venv
 	rm -rf $(VENV) models var/results

@@ -335,9 +335,22 @@ def baseline_cv(
     return score(gold, preds)
 
 
-def full_model(config: Path) -> tuple[Path, RunStats]:
-    """Train the whole assistant (NLU and dialogue) as CI does, timed, into var/nlu-exp/."""
+def full_model(config: Path, reuse: bool = False) -> tuple[Path, RunStats]:
+    """Train the whole assistant (NLU and dialogue) as CI does, timed, into var/nlu-exp/.
+
+    With `reuse`, an existing model and the figures in its training log are taken as they are.
+    """
     out = EXP / "full"
+    log = out / "train.log"
+    if reuse and (out / "model.tar.gz").exists() and log.exists():
+        text = log.read_text(encoding="utf-8", errors="replace")
+        wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
+        rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+        if wall and rss:
+            seconds = sum(
+                float(p) * 60**i for i, p in enumerate(reversed(wall.group(1).split(":")))
+            )
+            return out / "model.tar.gz", RunStats(seconds, int(rss.group(1)) / 1024)
     shutil.rmtree(out, ignore_errors=True)
     stats = timed(
         [
@@ -449,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-full", action="store_true", help="skip the full model (CV only)")
+    ap.add_argument("--reuse-full", action="store_true", help="reuse var/nlu-exp/full if there")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "nlu-report.md")
     args = ap.parse_args(argv)
     configs = args.config or [REPO / "config.yml"]
@@ -474,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.no_full:
         print(f"  full model of {configs[0]}: training", flush=True)
-        model, stats = full_model(configs[0].resolve())
+        model, stats = full_model(configs[0].resolve(), reuse=args.reuse_full)
         parser = RasaParser(model)
         preds = parser.predict([e.text for e in heldout])
         report["heldout"] = score(heldout, preds)
@@ -494,15 +508,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["cv"][name] = cross_validate(config.resolve(), examples, splits)
         print(HEADER.splitlines()[0])
         print(fmt_row(name, report["cv"][name]), flush=True)
-    text = render(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    (EXP / "report.json").parent.mkdir(parents=True, exist_ok=True)
+        write(report, args.out)  # after each pipeline: a long run leaves its figures so far
+    print(render(report))
+    return 0
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    """The Markdown report to `out`, everything as JSON to var/nlu-exp/report.json."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(report), encoding="utf-8")
+    EXP.mkdir(parents=True, exist_ok=True)
     (EXP / "report.json").write_text(
         json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8"
     )
-    print(text)
-    return 0
 
 
 if __name__ == "__main__":
