@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import QueuePool
 
-from bot import console, db
+from bot import admin, console, db
 from bot.access_token import AccessTokens, DbTokenBackend, RedisTokenBackend, TokenBackend
 from bot.conversation import Conversations
 from bot.dedupe import RedisClaims
@@ -218,6 +218,7 @@ def create_app(
     app.router.add_post("/wechat", wechat_receive)
     app.router.add_get("/healthz", healthz)
     console.setup(app)
+    admin.setup(app)
     if settings.simulator:
         from bot import simulator
 

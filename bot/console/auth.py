@@ -24,6 +24,8 @@ from bot.handoff_models import Account
 COOKIE = "ktp_console"
 PRE_COOKIE = "ktp_console_pre"  # before login: the CSRF of the login form is bound to it
 SESSION_S = 12 * 3600
+# One login for /console and /admin (the admin pages reuse this session).
+COOKIE_PATH = "/"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def _cookie_args(request: web.Request, max_age: int | None) -> dict[str, Any]:
         "httponly": True,
         "samesite": "Strict",
         "secure": request.secure,
-        "path": "/console",
+        "path": COOKIE_PATH,
         "max_age": max_age,
     }
 
@@ -164,7 +166,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     response.set_cookie(
         COOKIE, encode_session(deps.secret, data), **_cookie_args(request, SESSION_S)
     )
-    response.del_cookie(PRE_COOKIE, path="/console")
+    response.del_cookie(PRE_COOKIE, path=COOKIE_PATH)
     return response
 
 
@@ -174,5 +176,5 @@ async def logout(request: web.Request) -> web.StreamResponse:
     await check_csrf(request, login_.csrf)
     await run_db(request, lambda session: event(session, None, login_.actor, "logout"))
     response = web.HTTPSeeOther("/console/login")
-    response.del_cookie(COOKIE, path="/console")
+    response.del_cookie(COOKIE, path=COOKIE_PATH)
     return response
