@@ -19,6 +19,7 @@ from bot.knowledge import Names, load_cards, load_names
 
 REPO = Path(__file__).resolve().parent.parent
 DEV = REPO / "tests" / "kb" / "dev_questions.yml"
+DEV_CHECK = REPO / "tests" / "kb" / "dev_check.yml"
 BENCH = REPO / "tests" / "kb" / "questions.yml"
 
 

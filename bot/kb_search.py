@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,9 +25,32 @@ USERDICT = Path(__file__).resolve().parents[1] / "nlu_data" / "jieba" / "userdic
 K1, B = 1.2, 0.75
 # Weights of the raw score; see `Retriever.search`. Tuned on tests/kb/dev_questions.yml only.
 W_NAME, W_BODY, W_PEST, W_CATEGORY, W_CROP, W_CURATED = 0.45, 0.35, 0.5, 0.15, 0.1, 0.05
-# Logistic calibration of the raw score and the margin to the runner-up into P(top card is right),
-# fitted by `bench/kb_calibrate.py` on the dev set (not on the benchmark question set).
-CALIBRATION = (-2.38, 4.94, 5.51)  # intercept, raw score, margin
+# The first stage keeps the POOL best cards by raw score; a logistic reranker then scores each
+# on FEATURES (intercept first in RERANK), and CALIBRATION turns the top probability and its
+# margin over the runner-up into P(top card is right). Both are fitted by `bench/kb_calibrate.py`
+# on tests/kb/dev_questions.yml and checked on tests/kb/dev_check.yml, never on questions.yml.
+POOL = 10
+FEATURES = (
+    "raw", "name", "sqrt_body", "pest_hit", "category", "crop_exact", "no_crop", "other_shelf",
+    "gap_to_best", "gap_to_next", "query_cover", "query_oov", "curated",
+)  # fmt: skip
+RERANK: tuple[float, ...] = (
+    -6.69,
+    2.00,
+    0.77,
+    2.89,
+    0.27,
+    2.24,
+    1.70,
+    -0.99,
+    -0.71,
+    -4.87,
+    2.24,
+    1.52,
+    -0.63,
+    -0.00,
+)
+CALIBRATION = (-1.62, 5.01, 1.75)  # intercept, top probability, margin
 
 
 @lru_cache(maxsize=1)
@@ -69,12 +91,14 @@ def query_terms(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A card found for a question, its raw score and what the score was made of."""
+    """A card found for a question, its raw score, what the score was made of, and the
+    reranker's probability that it is the card that answers the question."""
 
     card: Card
     raw: float
     name: float
     body: float
+    p: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,10 +114,26 @@ class Result:
         return self.candidates[0] if self.candidates else None
 
 
-def calibrate(raw: float, margin: float) -> float:
-    """P(the top card is right) from its raw score and its margin over the runner-up."""
+def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
+def calibrate(p_top: float, margin: float) -> float:
+    """P(the top card is right) from the reranker's probability for it and its margin over the
+    runner-up's."""
     b0, b1, b2 = CALIBRATION
-    return 1.0 / (1.0 + math.exp(-(b0 + b1 * raw + b2 * margin)))
+    return float(_sigmoid(b0 + b1 * p_top + b2 * margin))
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The first-stage candidates of a question (by raw score) and their reranker features."""
+
+    idx: np.ndarray
+    raw: np.ndarray
+    name: np.ndarray
+    body: np.ndarray
+    x: np.ndarray  # one row of FEATURES per candidate
 
 
 class Retriever:
@@ -166,6 +206,87 @@ class Retriever:
             text = text.replace(form, " ")
         return text
 
+    def pool(
+        self,
+        *,
+        text: str,
+        crop: str | None,
+        pest: str | None,
+        category: str | None,
+        size: int = POOL,
+    ) -> Pool | None:
+        """The first stage: the `size` best cards by raw score, with their reranker features."""
+        n = len(self.cards)
+        if n == 0:
+            return None
+        allowed: np.ndarray | None = None
+        exact = np.zeros(n, dtype=bool)
+        if crop:
+            shelves = [crop, *(self.names.groups_of(crop) if self.names else []), GENERAL]
+            idx = [i for s in shelves for i in self.by_crop.get(s, [])]
+            if not idx:
+                return None
+            allowed = np.zeros(n, dtype=bool)
+            allowed[idx] = True
+            exact[self.by_crop.get(crop, [])] = True
+        all_terms = query_terms(self._strip_crop(text, crop))
+        terms = [self.vocab[t] for t in all_terms if t in self.vocab]
+        name = np.zeros(n, dtype=np.float32)
+        body = np.zeros(n, dtype=np.float32)
+        sub = None
+        if terms:
+            q_max = float(self.idf[terms].sum() * (K1 + 1)) or 1.0
+            sub = self.body[:, terms]
+            body = np.asarray(sub.sum(axis=1)).ravel() / q_max
+            cover = np.asarray(self.forms[:, terms].sum(axis=1)).ravel()
+            np.maximum.at(name, self.form_card, cover.astype(np.float32))
+        raw = W_NAME * name + W_BODY * np.sqrt(body)
+        pest_hit = np.zeros(n, dtype=bool)
+        if pest:
+            pest_hit[self.pest_of.get(pest, [])] = True
+            raw[pest_hit] += W_PEST
+        cat = self.categories == category if category else np.zeros(n, dtype=bool)
+        raw[cat] += W_CATEGORY
+        raw[exact] += W_CROP
+        raw[self.curated] += W_CURATED
+        if allowed is not None:
+            raw[~allowed] = -1.0
+        k = min(size, n)
+        part = np.argpartition(-raw, k - 1)[:k] if k < n else np.arange(n)
+        top = part[np.argsort(-raw[part], kind="stable")]
+        top = top[raw[top] > 0]
+        if not len(top):
+            return None
+        # How much of the question (idf-weighted) each candidate's text holds, and how much of
+        # the question no card knows at all (a crop or topic we have nothing on).
+        if sub is not None:
+            present = (sub.tocsr()[top] > 0).toarray()
+            w = self.idf[terms]
+            qcover = present @ w / float(w.sum())
+        else:
+            qcover = np.zeros(len(top))
+        oov = 1.0 - len(terms) / len(all_terms) if all_terms else 1.0
+        r = raw[top]
+        nxt = np.append(r[1:], 0.0)
+        x = np.column_stack(
+            [
+                r,
+                name[top],
+                np.sqrt(body[top]),
+                pest_hit[top],
+                cat[top],
+                exact[top],
+                np.full(len(top), crop is None, dtype=float),
+                (~exact[top]) & (crop is not None),
+                r[0] - r,
+                r - nxt,
+                qcover,
+                np.full(len(top), oov),
+                self.curated[top],
+            ]
+        ).astype(np.float64)
+        return Pool(top, r, name[top], body[top], x)
+
     def search(
         self,
         *,
@@ -176,44 +297,21 @@ class Retriever:
         k: int = 3,
     ) -> Result:
         """The `k` best cards for the question, with the confidence in the first."""
-        n = len(self.cards)
-        if n == 0:
+        pool = self.pool(text=text, crop=crop, pest=pest, category=category)
+        if pool is None:
             return Result((), 0.0)
-        allowed: np.ndarray | None = None
-        exact = np.zeros(n, dtype=bool)
-        if crop:
-            shelves = [crop, *(self.names.groups_of(crop) if self.names else []), GENERAL]
-            idx = [i for s in shelves for i in self.by_crop.get(s, [])]
-            if not idx:
-                return Result((), 0.0)
-            allowed = np.zeros(n, dtype=bool)
-            allowed[idx] = True
-            exact[self.by_crop.get(crop, [])] = True
-        terms = [
-            self.vocab[t] for t in query_terms(self._strip_crop(text, crop)) if t in self.vocab
-        ]
-        name = np.zeros(n, dtype=np.float32)
-        body = np.zeros(n, dtype=np.float32)
-        if terms:
-            q_max = float(self.idf[terms].sum() * (K1 + 1)) or 1.0
-            body = np.asarray(self.body[:, terms].sum(axis=1)).ravel() / q_max
-            cover = np.asarray(self.forms[:, terms].sum(axis=1)).ravel()
-            np.maximum.at(name, self.form_card, cover.astype(np.float32))
-        raw = W_NAME * name + W_BODY * np.sqrt(body)
-        if pest:
-            hits = self.pest_of.get(pest, [])
-            raw[hits] += W_PEST
-        if category:
-            raw[self.categories == category] += W_CATEGORY
-        raw[exact] += W_CROP
-        raw[self.curated] += W_CURATED
-        if allowed is not None:
-            raw[~allowed] = -1.0
-        top = [int(i) for i in np.argsort(-raw)[: max(k, 2)] if raw[i] > 0]
+        w = np.asarray(RERANK[1:], dtype=np.float64)
+        p = np.asarray(_sigmoid(RERANK[0] + pool.x @ w))
+        order = np.argsort(-p, kind="stable")[: max(k, 2)]
         cands = tuple(
-            Candidate(self.cards[i], float(raw[i]), float(name[i]), float(body[i])) for i in top
+            Candidate(
+                self.cards[int(pool.idx[j])],
+                float(pool.raw[j]),
+                float(pool.name[j]),
+                float(pool.body[j]),
+                float(p[j]),
+            )
+            for j in order
         )
-        if not cands:
-            return Result((), 0.0)
-        margin = cands[0].raw - (cands[1].raw if len(cands) > 1 else 0.0)
-        return Result(cands[:k], calibrate(cands[0].raw, margin))
+        margin = cands[0].p - (cands[1].p if len(cands) > 1 else 0.0)
+        return Result(cands[:k], calibrate(cands[0].p, margin))

@@ -72,9 +72,9 @@ def test_drafts_and_retired_cards_are_never_answered() -> None:
     )
 
 
-def test_confidence_rises_with_score_and_margin() -> None:
-    assert calibrate(1.2, 0.5) > calibrate(0.6, 0.5) > calibrate(0.6, 0.0)
-    assert 0.0 < calibrate(0.0, 0.0) < 0.5 < calibrate(1.5, 1.0) < 1.0
+def test_confidence_rises_with_probability_and_margin() -> None:
+    assert calibrate(0.9, 0.5) > calibrate(0.6, 0.5) > calibrate(0.6, 0.0)
+    assert 0.0 < calibrate(0.0, 0.0) < 0.5 < calibrate(1.0, 1.0) < 1.0
 
 
 def test_off_topic_question_is_handed_over(curated: Retriever) -> None:
