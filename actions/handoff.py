@@ -1,9 +1,9 @@
 """Handing a farmer's case to a person (科技特派员): the request the consultation form collected.
 
-Issue 6 builds tickets and commissioners' assignment. Until then the request is kept in the
-conversation's tracker (slot `handoff`, read by the gateway and the console from the service
-record) and the farmer is told plainly what happens next. To plug in real tickets, call
-`set_sink()` with an object whose `submit()` stores the request and returns a Receipt.
+The request is kept in the conversation's tracker (slot `handoff`) and, by default, opened as a
+case for the on-duty commissioner (actions/handoff_sink.py, issue 6); the farmer is told plainly
+what happens next. Another back end: `set_sink()` with an object whose `submit()` stores the
+request and returns a Receipt.
 """
 
 from __future__ import annotations
@@ -72,13 +72,23 @@ class RecordOnlySink:
         return Receipt(status="recorded")
 
 
-_sink: HandoffSink = RecordOnlySink()
+_sink: HandoffSink | None = None  # default: cases in the database (actions/handoff_sink.py)
 
 
 def set_sink(sink: HandoffSink) -> None:
     """Install the handoff back end (called once at action-server start-up)."""
     global _sink
     _sink = sink
+
+
+def current_sink() -> HandoffSink:
+    """The installed back end; by default the database one, made on first use (no I/O here)."""
+    if _sink is None:
+        from actions.handoff_sink import DbHandoffSink
+
+        set_sink(DbHandoffSink())
+    assert _sink is not None
+    return _sink
 
 
 def summary(req: HandoffRequest) -> str:
@@ -128,7 +138,7 @@ class ActionHandoff(Action):
             phone_consent=bool(tracker.get_slot("phone_consent")) and has_phone,
             requested_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
-        receipt = await asyncio.to_thread(_sink.submit, request)
+        receipt = await asyncio.to_thread(current_sink().submit, request)
         dispatcher.utter_message(
             text=f"{summary(request)}\n\n{next_steps(receipt, has_phone)}",
             json_message={SOURCE_KEY: "bot:handoff", "handoff": receipt.status},

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -204,6 +205,47 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     engine.dispose()
 
 
+async def escalate_once(app: web.Application) -> list[int]:
+    """Offer every case unclaimed for KTP_ESCALATE_AFTER_MIN to the next person; one transaction."""
+    from bot import handoff
+    from bot.handoff_push import outbox_sender
+    from bot.roster import utcnow
+
+    after = timedelta(minutes=app[SETTINGS].escalate_after_min)
+    sessions = db.make_sessionmaker(app[ENGINE])
+
+    def work() -> list[int]:
+        with sessions() as session, session.begin():
+            return handoff.escalate_due(
+                utcnow(), session=session, after=after, sender=outbox_sender
+            )
+
+    moved = await asyncio.to_thread(work)
+    if moved:
+        log.info("escalated case(s) %s", ", ".join(f"#{i}" for i in moved))
+        app[OUTBOX].wake()
+    return moved
+
+
+async def _escalation(app: web.Application) -> AsyncIterator[None]:
+    """Every KTP_ESCALATE_EVERY_S, move unclaimed cases on (see escalate_once)."""
+
+    async def loop() -> None:
+        every = app[SETTINGS].escalate_every_s
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await escalate_once(app)
+            except Exception:  # a database hiccup must not stop escalation for good
+                log.exception("escalation pass failed")
+
+    task = asyncio.create_task(loop(), name="escalation")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(
     settings: Settings, *, migrate: bool = True, media_dir: Path | None = None
 ) -> web.Application:
@@ -214,6 +256,7 @@ def create_app(
     app[SETTINGS] = settings
     app[MEDIA_DIR] = media_dir or Path(os.environ.get("KTP_MEDIA_DIR") or "var/media")
     app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_escalation)
     app.router.add_get("/wechat", wechat_verify)
     app.router.add_post("/wechat", wechat_receive)
     app.router.add_get("/healthz", healthz)

@@ -1,4 +1,11 @@
-"""Handles one inbound WeChat message: dedupe, ask Rasa within the budget, record, reply."""
+"""Handles one inbound WeChat message: dedupe, ask Rasa within the budget, record, reply.
+
+Before Rasa, the handoff (issue 6): a bound commissioner's message is a command
+(`handle_commissioner_text`), and a farmer's message during an open case goes to the
+commissioner (`route_farmer_message`, which also takes the 1–5 rating after closing). While a
+case is open Rasa's conversation is paused (ConversationPaused); after it closes it is resumed.
+Each is recorded with the message in one transaction.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import media, outbox, records, replies
+from bot import handoff_commands, media, outbox, records, replies
+from bot.case_core import SYSTEM, Sender, event, open_case_of
 from bot.dedupe import RedisClaims
+from bot.handoff_models import Case, CaseEvent
 from bot.models import Message
 from bot.outbox import OutboxSender
 from bot.rasa_client import BotTurn, RasaClient, RasaUnavailable
@@ -24,6 +35,38 @@ from bot.wechat import Inbound
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 KEEP_MEDIA = {"image", "voice"}  # video is acknowledged only (media/get gives a URL for it)
+# Case events that say what Rasa was last told (so that it is told once, and again after a
+# restart if it was not).
+PAUSED, RESUMED = "bot_paused", "bot_resumed"
+
+
+def _bot_state(session: Session, case_id: int) -> str | None:
+    return session.execute(
+        select(CaseEvent.action)
+        .where(CaseEvent.case_id == case_id, CaseEvent.action.in_((PAUSED, RESUMED)))
+        .order_by(CaseEvent.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _to_resume(session: Session, openid: str) -> int | None:
+    """The farmer's newest case when it is closed and Rasa was paused for it (and not resumed)."""
+    case = session.execute(
+        select(Case).where(Case.farmer_openid == openid).order_by(Case.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    if case is None or case.status != "closed":
+        return None
+    return int(case.id) if _bot_state(session, case.id) == PAUSED else None
+
+
+@dataclass(frozen=True)
+class _Handoff:
+    """What the handoff made of a message: the passive reply and what Rasa must be told."""
+
+    handled: bool  # False: the message is for the bot (Rasa)
+    reply: str = ""
+    pause_case: int | None = None
+    resume_case: int | None = None
 
 
 class Conversations:
@@ -41,6 +84,7 @@ class Conversations:
         reply_budget_s: float = 4.5,
         rasa_timeout_s: float = 60.0,
         extra_delay_s: Callable[[], float] | None = None,
+        handoff_sender: Sender | None = None,
     ) -> None:
         self._rasa = rasa
         self._sessions = sessions
@@ -51,6 +95,11 @@ class Conversations:
         self._budget = reply_budget_s
         self._rasa_timeout = rasa_timeout_s
         self._extra_delay = extra_delay_s  # the simulator's "slow bot" switch
+        if handoff_sender is None:
+            from bot.handoff_push import outbox_sender
+
+            handoff_sender = outbox_sender
+        self._handoff_sender: Sender = handoff_sender
         # A WeChat retry that lands while the first try is running waits for its outcome.
         self._inflight: dict[str, asyncio.Future[str]] = {}
         # One farmer's turns reach Rasa in arrival order; different farmers' in parallel.
@@ -164,6 +213,10 @@ class Conversations:
         if not self._limiter.allow(inbound.openid):
             rec.status = "rate_limited"
             return await self._canned(inbound, rec, started, RATE_LIMITED, "ratelimit")
+        if inbound.text or (inbound.media_id and inbound.msg_type in KEEP_MEDIA):
+            handled = await self._handoff(inbound, rec, started)
+            if handled is not None:
+                return handled
         if inbound.text:
             return await self._converse(inbound, rec, started)
         reply = replies.canned_reply(inbound)
@@ -178,6 +231,96 @@ class Conversations:
         _, lost = await self._record(inbound, rec, [ReplyRecord(reply, source)] if reply else [])
         return reply if lost is None else lost
 
+    async def _handoff(self, inbound: Inbound, rec: InboundRecord, started: float) -> str | None:
+        """A commissioner's command or a farmer's message during a case, recorded with its reply
+        in one transaction; None when the message is for the bot (Rasa)."""
+        text = inbound.text
+        items = []
+        if inbound.media_id and inbound.msg_type in KEEP_MEDIA:
+            items = [{"kind": inbound.msg_type, "media_id": inbound.media_id}]
+
+        def work(session: Session) -> _Handoff:
+            sender = self._handoff_sender
+            reply: str | None = None
+            pause_case = resume_case = None
+            if text:
+                reply = handoff_commands.handle_commissioner_text(
+                    inbound.openid, text, session=session, sender=sender
+                )
+                source = "handoff:commissioner"
+            if reply is None:
+                result = handoff_commands.route_farmer_message(
+                    inbound.openid, text, items, session=session, sender=sender
+                )
+                if result is None:  # nothing written: the bot answers
+                    return _Handoff(False, resume_case=_to_resume(session, inbound.openid))
+                reply, source = result.reply or "", f"handoff:{result.action}"
+                state = _bot_state(session, result.case_id)
+                if result.paused and state != PAUSED:
+                    pause_case = result.case_id
+                elif not result.paused and state == PAUSED:
+                    resume_case = result.case_id
+            rec.status, rec.total_ms = "handoff", _ms_since(started)
+            msg_id = records.record_exchange(session, rec, [ReplyRecord(reply, source)])
+            if items:
+                msg = session.get(Message, msg_id)
+                assert msg is not None
+                media.register(session, msg, inbound.msg_type, items[0]["media_id"])
+            return _Handoff(True, reply, pause_case, resume_case)
+
+        try:
+            outcome = await self._db(work)
+        except IntegrityError:
+            log.info("%s was recorded by another process", inbound.dedupe_key)
+            previous = await self._db(lambda s: self._previous_reply(s, inbound.dedupe_key))
+            return previous or ""
+        if not outcome.handled:
+            if outcome.resume_case is not None:
+                # The farmer is back with the bot: Rasa must listen again before it hears them.
+                await self._tell_rasa(inbound.openid, outcome.resume_case, RESUMED)
+            return None
+        if self._sender is not None:
+            self._sender.wake()
+        if items and self._fetcher is not None:
+            self._fetcher.wake()
+        if outcome.pause_case is not None:
+            self._spawn(self._tell_rasa(inbound.openid, outcome.pause_case, PAUSED))
+        if outcome.resume_case is not None:
+            self._spawn(self._tell_rasa(inbound.openid, outcome.resume_case, RESUMED))
+        return outcome.reply
+
+    async def _tell_rasa(self, openid: str, case_id: int, what: str) -> None:
+        """Pause or resume the farmer's Rasa conversation, and note it on the case."""
+        rasa_event = {"event": "pause" if what == PAUSED else "resume"}
+        if not await self._in_lane(openid, lambda: self._rasa.add_event(openid, rasa_event)):
+            log.warning("rasa did not take %s for %s (case #%s)", rasa_event, openid, case_id)
+            return
+
+        def note(session: Session) -> None:
+            event(session, session.get(Case, case_id), SYSTEM, what, now=records.utcnow())
+
+        try:
+            await self._db(note)
+        except Exception:
+            log.exception("could not note %s on case #%s", what, case_id)
+
+    async def _pause_for_new_case(self, openid: str) -> None:
+        """After the consultation form opened a case: the bot steps aside until it closes."""
+
+        def find(session: Session) -> int | None:
+            case = open_case_of(openid, session=session)
+            if case is None or _bot_state(session, case.id) is not None:
+                return None
+            return int(case.id)
+
+        try:
+            case_id = await self._db(find)
+        except Exception:
+            log.exception("could not look up the new case of %s", openid)
+            return
+        if case_id is not None:
+            await self._tell_rasa(openid, case_id, PAUSED)
+
     @staticmethod
     def _previous_reply(session: Session, key: str) -> str | None:
         existing = records.find_inbound(session, key)
@@ -187,13 +330,24 @@ class Conversations:
 
     async def _turn(self, openid: str, text: str) -> BotTurn:
         """Ask Rasa, after this farmer's earlier turns (arrival order)."""
+
+        async def ask() -> BotTurn:
+            if self._extra_delay is not None and (delay := self._extra_delay()) > 0:
+                await asyncio.sleep(delay)
+            turn = await self._rasa.send(openid, text, self._rasa_timeout)
+            if turn.source == "bot:handoff":
+                self._spawn(self._pause_for_new_case(openid))
+            return turn
+
+        return await self._in_lane(openid, ask)
+
+    async def _in_lane(self, openid: str, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run `fn` after this farmer's earlier calls to Rasa (arrival order)."""
         lock, users = self._lanes.get(openid, (asyncio.Lock(), 0))
         self._lanes[openid] = (lock, users + 1)
         try:
             async with lock:
-                if self._extra_delay is not None and (delay := self._extra_delay()) > 0:
-                    await asyncio.sleep(delay)
-                return await self._rasa.send(openid, text, self._rasa_timeout)
+                return await fn()
         finally:
             lock, users = self._lanes[openid]
             if users <= 1:

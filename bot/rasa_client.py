@@ -87,6 +87,19 @@ class RasaClient:
             for e in latest.get("entities") or []
         ]
 
+    async def add_event(self, sender: str, event: dict[str, Any], timeout_s: float = 5.0) -> bool:
+        """Append an event (e.g. {"event": "pause"}) to a conversation's tracker; True if done."""
+        try:
+            async with self._session.post(
+                f"{self._base}/conversations/{sender}/tracker/events",
+                params={**self._params, "include_events": "NONE"},
+                json=event,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     async def status(self, timeout_s: float = 2.0) -> bool:
         """True when the Rasa server answers and has a model loaded."""
         try:

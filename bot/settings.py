@@ -37,6 +37,17 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be more than 0, got {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the gateway and the runner need; secrets are excluded from repr."""
@@ -59,6 +70,9 @@ class Settings:
     reply_budget_s: float = 4.0
     # Signed requests older or newer than this are refused as replays.
     replay_window_s: int = 300
+    # Handoff: how often unclaimed cases are checked, and how long before one moves on.
+    escalate_every_s: float = 60.0
+    escalate_after_min: float = 30.0
 
     @property
     def rasa_url(self) -> str:
@@ -129,4 +143,6 @@ class Settings:
             encoding_aes_key=aes_key,
             api_base=merged.get("WECHAT_API_BASE") or DEFAULT_API_BASE,
             rasa_token=merged.get("RASA_TOKEN") or None,
+            escalate_every_s=_positive(merged, "KTP_ESCALATE_EVERY_S", 60.0),
+            escalate_after_min=_positive(merged, "KTP_ESCALATE_AFTER_MIN", 30.0),
         )

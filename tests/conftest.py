@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,15 @@ from bot.wechat import sign
 
 PG_URL = os.environ.get("KTP_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 TOKEN = "test-token"
+
+
+@pytest.fixture(autouse=True)
+def _record_only_handoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests never open cases in var/ketepai.db: actions' handoff back end is the
+    record-only one unless a test installs another (tests/test_handoff_sink.py: the DB one)."""
+    handoff = sys.modules.get("actions.handoff")
+    if handoff is not None:
+        monkeypatch.setattr(handoff, "_sink", handoff.RecordOnlySink())
 
 
 def free_port() -> int:
