@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.admin import dashboard, kb_views
+from bot.admin import dashboard, kb_views, nlu_views
 from bot.admin.access import admin_required
 
 
@@ -13,6 +13,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/admin", _to_admin)
     app.router.add_get("/admin/", admin_required(dashboard.dashboard))
     app.router.add_get("/admin/report.xlsx", admin_required(dashboard.report_download))
+    app.router.add_get("/admin/nlu", admin_required(nlu_views.inbox_page))
+    app.router.add_post("/admin/nlu/label", admin_required(nlu_views.label))
     app.router.add_get("/admin/kb", admin_required(kb_views.kb_list))
     app.router.add_get("/admin/kb/export.xlsx", admin_required(kb_views.kb_export))
     app.router.add_post("/admin/kb/import", admin_required(kb_views.kb_import))

@@ -9,6 +9,7 @@ __all__ = ["e", "form", "html", "layout"]
 NAV = (
     ("/admin/", "服务统计"),
     ("/admin/kb", "知识库"),
+    ("/admin/nlu", "训练数据"),
     ("/console/", "求助单"),
 )
 ADMIN_STYLE = """
