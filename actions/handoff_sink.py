@@ -26,7 +26,12 @@ from actions.handoff import HandoffRequest, Receipt
 log = logging.getLogger(__name__)
 
 NOT_A_PHOTO = {None, "", answers.NONE_GIVEN, answers.PHOTO_SENT, answers.PHOTO_LATER}
-_COUNTY = re.compile(r"^(?:.*?[省市州])??(?P<county>[\u4e00-\u9fff]{1,8}?(?:县|区|旗|市))")
+_PROVINCE = re.compile(r"^[\u4e00-\u9fff]{2,8}?(?:省|自治区)")
+# A prefecture before its county (「汉中市城固县」); a county-level city stands alone (「兴平市」).
+_PREFECTURE = re.compile(
+    r"^[\u4e00-\u9fff]{2,6}?(?:市|州|地区|盟)(?=[\u4e00-\u9fff]+?(?:县|区|旗))"
+)
+_COUNTY = re.compile(r"^(?P<county>[\u4e00-\u9fff]{1,8}?(?:县|区|旗|市))")
 _TOWNSHIP = re.compile(r"(?P<township>[\u4e00-\u9fff]{1,10}?(?:镇|乡|街道))")
 
 
@@ -49,7 +54,7 @@ def split_location(text: str | None, counties: list[str]) -> tuple[str | None, s
             county = name
             break
     if county is None:
-        m = _COUNTY.match(text)
+        m = _COUNTY.match(_PREFECTURE.sub("", _PROVINCE.sub("", text)))
         county = m.group("county") if m else None
     rest = text.split(county, 1)[-1] if county and county in text else text
     t = _TOWNSHIP.search(rest)
