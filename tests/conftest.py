@@ -110,6 +110,7 @@ class FakeRasa:
     delay_s: float = 0.0
     status: int = 200
     received: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (sender, event)
     token: str = "rasa-secret"
 
     def app(self) -> web.Application:
@@ -139,7 +140,14 @@ class FakeRasa:
                 return web.Response(status=401)
             return web.json_response({"model_file": "models/test.tar.gz"})
 
+        async def add_event(request: web.Request) -> web.StreamResponse:
+            if request.query.get("token") != self.token:
+                return web.Response(status=401)
+            self.events.append((request.match_info["sender"], await request.json()))
+            return web.json_response({"sender_id": request.match_info["sender"]})
+
         app = web.Application()
+        app.router.add_post("/conversations/{sender}/tracker/events", add_event)
         app.router.add_post("/webhooks/rest/webhook", webhook)
         app.router.add_get("/conversations/{sender}/tracker", tracker)
         app.router.add_get("/status", status)
