@@ -35,22 +35,22 @@ FEATURES = (
     "gap_to_best", "gap_to_next", "query_cover", "query_oov", "curated",
 )  # fmt: skip
 RERANK: tuple[float, ...] = (
-    -6.69,
-    2.00,
+    -6.60,
+    1.98,
     0.77,
-    2.89,
-    0.27,
-    2.24,
-    1.70,
-    -0.99,
-    -0.71,
-    -4.87,
-    2.24,
+    2.82,
+    0.28,
+    2.23,
+    1.68,
+    -0.98,
+    -0.70,
+    -4.99,
+    2.17,
     1.52,
-    -0.63,
-    -0.00,
+    -0.67,
+    0.00,
 )
-CALIBRATION = (-1.62, 5.01, 1.75)  # intercept, top probability, margin
+CALIBRATION = (-1.60, 5.03, 1.71)  # intercept, top probability, margin
 
 
 @lru_cache(maxsize=1)

@@ -100,3 +100,9 @@ def test_details_list_every_measure_in_order() -> None:
     text = render_details(card_from_dict(card()))
     assert text.index("农业：清扫落叶") < text.index("药剂：发病初期")
     assert "回复1有用，2没解决" in text and "回复3" not in text
+
+
+def test_a_mushroom_log_is_not_maize() -> None:
+    names = load_names(REPO / "kb")
+    assert names.find_crop("香菇棒子发软流黄水") == "食用菌"
+    assert names.find_crop("棒子叶子上有长条斑") == "玉米"
