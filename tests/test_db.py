@@ -11,6 +11,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+import bot.admin_models  # model switches and FAQ entries are in the metadata too
 import bot.handoff_models  # the handoff tables are in the metadata too
 import bot.kb_models  # noqa: F401  (the knowledge-base tables are in the metadata too)
 from bot import db, records

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import bot.admin_models  # model switches and FAQ entries share the metadata
 import bot.handoff_models  # handoff tables share the metadata
 import bot.kb_models  # noqa: F401  (knowledge-base tables share the metadata)
 from bot.db import make_engine
