@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import QueuePool
 
-from bot import admin, console, db
+from bot import admin, console, db, prod_app
 from bot.access_token import AccessTokens, DbTokenBackend, RedisTokenBackend, TokenBackend
 from bot.conversation import Conversations
 from bot.dedupe import RedisClaims
@@ -92,6 +92,7 @@ async def wechat_receive(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text=str(exc)) from None
     except BadRequest as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
+    request["ktp_msg_type"] = inbound.msg_type  # for /metrics
     hook = request.app.get(INBOUND_HOOK)
     if hook is not None:
         hook(inbound)
@@ -100,9 +101,14 @@ async def wechat_receive(request: web.Request) -> web.StreamResponse:
         # Failures are recorded and apologised for inside; what escapes could not be recorded.
         reply = await request.app[CONVERSATIONS].handle(inbound)
     except Exception:
-        # Nothing could be recorded: answer 503 so that WeChat retries the same MsgId later.
+        # Nothing could be recorded (database down): keep it on disk and acknowledge; if even
+        # that fails, answer 503 so that WeChat retries the same MsgId later.
         log.exception("failed to handle %s", inbound.dedupe_key)
-        raise web.HTTPServiceUnavailable(text=APOLOGY) from None
+        try:
+            reply = await prod_app.spool_or_raise(request.app, inbound, body)
+        except Exception:
+            log.exception("could not spool %s", inbound.dedupe_key)
+            raise web.HTTPServiceUnavailable(text=APOLOGY) from None
     if not reply:
         return web.Response(text="success")
     xml = render_text_reply(inbound, reply)
@@ -163,6 +169,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
         redis = aioredis.from_url(settings.redis_url)
     app[ENGINE] = engine
+    app[prod_app.REDIS] = redis
     app[HTTP] = http
     app[RASA] = RasaClient(http, settings.rasa_url, settings.rasa_token)
     api_base = f"{settings.self_url}/sim/cgi-bin/" if settings.simulator else settings.api_base
@@ -182,6 +189,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         sender=app[OUTBOX],
         fetcher=app[MEDIA],
         claims=RedisClaims(redis) if redis is not None else None,
+        **prod_app.conversation_extras(redis),
         reply_budget_s=settings.reply_budget_s,
         extra_delay_s=app.get(EXTRA_DELAY),
     )
@@ -257,6 +265,7 @@ def create_app(
     app[MEDIA_DIR] = media_dir or Path(os.environ.get("KTP_MEDIA_DIR") or "var/media")
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_escalation)
+    prod_app.setup(app)  # /metrics, spool, recovery
     app.router.add_get("/wechat", wechat_verify)
     app.router.add_post("/wechat", wechat_receive)
     app.router.add_get("/healthz", healthz)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,8 +19,13 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
-def cmd_run(_args: argparse.Namespace) -> int:
-    """Start the action server, Rasa and the gateway in the foreground."""
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start the action server, Rasa and the gateway in the foreground (--prod: supervised,
+    KTP_GATEWAY_WORKERS gateways and KTP_RASA_WORKERS Rasa workers on PostgreSQL and Redis)."""
+    if args.prod:
+        from bot import prod
+
+        return prod.run(_settings())
     from bot import runner
 
     return runner.run(_settings())
@@ -34,7 +40,13 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        # Production mode: several gateway processes share the port (the kernel balances).
+        reuse_port=os.environ.get("KTP_REUSE_PORT") == "1",
     )
     return 0
 
@@ -101,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="ketepai", description="科特派助手 (Ketepai) tools")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help=cmd_run.__doc__).set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help=cmd_run.__doc__)
+    run.add_argument("--prod", action="store_true", help="production mode (PostgreSQL + Redis)")
+    run.set_defaults(func=cmd_run)
     sub.add_parser("serve", help=cmd_serve.__doc__).set_defaults(func=cmd_serve)
 
     dbp = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)

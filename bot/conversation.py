@@ -24,10 +24,12 @@ from bot import handoff_commands, media, outbox, records, replies
 from bot.case_core import SYSTEM, Sender, event, open_case_of
 from bot.dedupe import RedisClaims
 from bot.handoff_models import Case, CaseEvent
+from bot.lanes import RedisLanes
+from bot.metrics import REGISTRY
 from bot.models import Message
 from bot.outbox import OutboxSender
 from bot.rasa_client import BotTurn, RasaClient, RasaUnavailable
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import RateLimiter, RedisRateLimiter
 from bot.records import InboundRecord, ReplyRecord
 from bot.replies import ACK_SLOW, APOLOGY, NOT_UNDERSTOOD, RATE_LIMITED
 from bot.wechat import Inbound
@@ -80,7 +82,8 @@ class Conversations:
         sender: OutboxSender | None = None,
         fetcher: media.MediaFetcher | None = None,
         claims: RedisClaims | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter | RedisRateLimiter | None = None,
+        lanes: RedisLanes | None = None,
         reply_budget_s: float = 4.5,
         rasa_timeout_s: float = 60.0,
         extra_delay_s: Callable[[], float] | None = None,
@@ -92,6 +95,7 @@ class Conversations:
         self._fetcher = fetcher
         self._claims = claims
         self._limiter = limiter or RateLimiter()
+        self._xlanes = lanes  # arrival order across gateway processes (Redis)
         self._budget = reply_budget_s
         self._rasa_timeout = rasa_timeout_s
         self._extra_delay = extra_delay_s  # the simulator's "slow bot" switch
@@ -111,6 +115,7 @@ class Conversations:
         key = inbound.dedupe_key
         running = self._inflight.get(key)
         if running is not None:
+            REGISTRY.inc("ktp_dedupe_hits_total", where="inflight")
             return await asyncio.shield(running)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
@@ -138,7 +143,9 @@ class Conversations:
     async def _handle_claimed(self, inbound: Inbound, started: float) -> str:
         key = inbound.dedupe_key
         if self._claims is not None and not await self._claims.claim(key):
-            return await self._await_other_process(key, started)
+            answered = await self._await_other_process(key, started)
+            if answered is not None:
+                return answered
         try:
             return await self._handle_once(inbound, started)
         except Exception as exc:
@@ -146,12 +153,16 @@ class Conversations:
                 await self._claims.release(key)
             return await self._internal_error(inbound, started, exc)
 
-    async def _await_other_process(self, key: str, started: float) -> str:
-        """Another process has this MsgId: answer with its passive reply once recorded."""
+    async def _await_other_process(self, key: str, started: float) -> str | None:
+        """Another process has this MsgId: answer with its passive reply once recorded;
+        None when that process died and this one took the claim over."""
+        REGISTRY.inc("ktp_dedupe_hits_total", where="other_process")
         while time.perf_counter() - started < self._budget:
             previous = await self._db(lambda s: self._previous_reply(s, key))
             if previous is not None:
                 return previous
+            if self._claims is not None and await self._claims.claim(key):
+                return None
             await asyncio.sleep(0.1)
         return ""  # "success": the other process answers or pushes
 
@@ -208,9 +219,10 @@ class Conversations:
         previous = await self._db(lambda s: self._previous_reply(s, inbound.dedupe_key))
         if previous is not None:
             log.info("retry of %s answered from the record", inbound.dedupe_key)
+            REGISTRY.inc("ktp_dedupe_hits_total", where="record")
             return previous
         rec = self._inbound_record(inbound)
-        if not self._limiter.allow(inbound.openid):
+        if not await self._limiter.allow_async(inbound.openid):
             rec.status = "rate_limited"
             return await self._canned(inbound, rec, started, RATE_LIMITED, "ratelimit")
         if inbound.text or (inbound.media_id and inbound.msg_type in KEEP_MEDIA):
@@ -347,6 +359,8 @@ class Conversations:
         self._lanes[openid] = (lock, users + 1)
         try:
             async with lock:
+                if self._xlanes is not None:
+                    return await self._xlanes.run(openid, fn)
                 return await fn()
         finally:
             lock, users = self._lanes[openid]
@@ -413,6 +427,20 @@ class Conversations:
             return
         if self._sender is not None:
             self._sender.wake()
+
+    async def accept_late(self, inbound: Inbound, ack: str) -> None:
+        """A message spooled while the database was down (`ack` was the passive reply): record
+        it now and push the answer when Rasa gives it."""
+        rec = self._inbound_record(inbound)
+        rec.status = "acknowledged"
+        inbound_id, lost = await self._record(inbound, rec, [ReplyRecord(ack, "ack")])
+        if lost is None and inbound.text:
+            self.ask_again(inbound_id, inbound.openid, inbound.text)
+
+    def ask_again(self, inbound_id: int, openid: str, text: str) -> None:
+        """Ask Rasa for a recorded message's answer and queue it as a push (recovery)."""
+        task = asyncio.create_task(self._turn(openid, text))
+        self._spawn(self._push_when_ready(task, inbound_id))
 
     async def drain(self) -> None:
         """Wait for answers still under way (on shutdown) so that they reach the outbox."""

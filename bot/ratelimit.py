@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Any
 
 
 class RateLimiter:
@@ -25,3 +26,43 @@ class RateLimiter:
         while len(self._buckets) > self._max:  # forget the longest-idle farmers
             self._buckets.popitem(last=False)
         return allowed
+
+    async def allow_async(self, openid: str) -> bool:
+        """The same, with the signature of the shared (Redis) limiter."""
+        return self.allow(openid)
+
+
+# KEYS[1] bucket; ARGV: burst, rate per s, now (s) -> 1 allowed / 0 refused
+_BUCKET = """
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local burst, rate, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, at = tonumber(b[1] or ARGV[1]), tonumber(b[2] or ARGV[3])
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local ok = 0
+if tokens >= 1 then tokens = tokens - 1 ok = 1 end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return ok
+"""
+
+
+class RedisRateLimiter:
+    """The token bucket per openid, in Redis, so that every gateway process shares it."""
+
+    def __init__(
+        self, redis: Any, burst: int = 8, rate_per_s: float = 0.5, prefix: str = "ktp:rl:"
+    ) -> None:
+        self._redis = redis
+        self._burst = burst
+        self._rate = rate_per_s
+        self._prefix = prefix
+
+    async def allow_async(self, openid: str) -> bool:
+        """Take one token; on a Redis failure, allow (a limiter must not drop messages)."""
+        try:
+            ok = await self._redis.eval(
+                _BUCKET, 1, self._prefix + openid, self._burst, self._rate, time.time()
+            )
+        except Exception:
+            return True
+        return bool(int(ok))

@@ -81,6 +81,15 @@ class Child:
         except ProcessLookupError:
             return
 
+    def kill_group(self) -> None:
+        """SIGKILL what is left of the child's process group (e.g. orphaned sanic workers)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def wait_stopped(self, deadline: float) -> None:
         if self.proc is None:
             return

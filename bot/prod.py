@@ -1,0 +1,201 @@
+"""`ketepai run --prod`: N gateway workers and one Rasa server (M sanic workers) on PostgreSQL and
+Redis, supervised: a child that dies is restarted with backoff.
+
+Rasa's tracker store is PostgreSQL (the SQL tracker store, table `events`): Redis here keeps no
+data across a restart, and a farmer's conversation must survive one; PostgreSQL is backed up with
+the service records. Rasa's lock store is Redis (needed for more than one sanic worker).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from sqlalchemy.engine import make_url
+
+from bot import db, kb_cli
+from bot.runner import READY_TIMEOUT_S, ROOT, STOP_GRACE_S, Child, newest_model, wait_ready
+from bot.settings import Settings, SettingsError
+
+MAX_BACKOFF_S = 30.0
+STABLE_AFTER_S = 60.0  # a child up this long has its backoff reset
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int, top: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not 1 <= value <= top:
+        raise SettingsError(f"{name} must be between 1 and {top}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ProdPlan:
+    """How many of each process, checked before anything starts."""
+
+    gateways: int
+    rasa_workers: int
+
+
+def check(settings: Settings, env: Mapping[str, str] | None = None) -> ProdPlan:
+    """Fail fast on what production needs: PostgreSQL, Redis, real secrets."""
+    env = os.environ if env is None else env
+    problems = []
+    if make_url(settings.database_url).get_backend_name() != "postgresql":
+        problems.append("DATABASE_URL must be PostgreSQL (postgresql+psycopg2://user@host/db)")
+    if not settings.redis_url:
+        problems.append("REDIS_URL is required (dedupe, ordering, rate limit, Rasa's lock store)")
+    if not env.get("KTP_DATA_KEY"):
+        problems.append("KTP_DATA_KEY is required (encrypts farmers' phone numbers)")
+    if not env.get("KTP_SESSION_SECRET"):
+        problems.append("KTP_SESSION_SECRET is required (console logins across workers)")
+    if problems:
+        raise SettingsError("production mode: " + "; ".join(problems))
+    return ProdPlan(
+        gateways=_int_env(env, "KTP_GATEWAY_WORKERS", 2, 64),
+        rasa_workers=_int_env(env, "KTP_RASA_WORKERS", 1, 16),
+    )
+
+
+def prod_endpoints(settings: Settings, out_dir: Path) -> Path:
+    """endpoints.yml with the SQL tracker store (PostgreSQL) and the Redis lock store."""
+    from bot.runner import rasa_endpoints
+
+    doc = yaml.safe_load(rasa_endpoints(settings, out_dir).read_text(encoding="utf-8")) or {}
+    url = make_url(settings.database_url)
+    store: dict[str, object] = {
+        "type": "SQL",
+        "dialect": "postgresql",
+        "url": url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "db": url.database,
+        "username": url.username or "postgres",
+    }
+    if url.password:
+        store["password"] = url.password
+    query = dict(url.query) if url.query else {}
+    if query:  # e.g. options=-csearch_path=... (a schema of its own)
+        store["query"] = {k: v if isinstance(v, str) else v[0] for k, v in query.items()}
+    doc["tracker_store"] = store
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "endpoints.prod.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path.chmod(0o600)  # may hold the database password
+    return path
+
+
+def build(settings: Settings, plan: ProdPlan, token: str, model: Path, var: Path) -> list[Child]:
+    """Actions, Rasa and `plan.gateways` gateway workers sharing KTP_PORT (SO_REUSEPORT)."""
+    from bot.runner import build_children
+
+    actions, rasa, gateway = build_children(settings, token, model)
+    rasa.env["SANIC_WORKERS"] = str(plan.rasa_workers)  # on the Redis lock store
+    argv = list(rasa.argv)
+    argv[argv.index("--endpoints") + 1] = str(prod_endpoints(settings, var))
+    rasa.argv = argv
+    children = [actions, rasa]
+    for n in range(plan.gateways):
+        genv = {**gateway.env, "KTP_REUSE_PORT": "1", "KTP_WORKER": str(n)}
+        children.append(Child(f"gw{n}", gateway.argv, gateway.ready_url, genv))
+    return children
+
+
+class Supervised:
+    """A child with its restart schedule."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self.backoff = 1.0
+        self.started = time.monotonic()
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    def tick(self, now: float) -> None:
+        """Restart the child when it died and its backoff has passed."""
+        if self.child.alive():
+            if now - self.started > STABLE_AFTER_S:
+                self.backoff = 1.0
+            return
+        if self.restart_at is None:
+            code = self.child.proc.returncode if self.child.proc else None
+            print(f"==> {self.child.name} exited ({code}); restart in {self.backoff:.0f} s")
+            self.child.kill_group()
+            self.restart_at = now + self.backoff
+            self.backoff = min(MAX_BACKOFF_S, self.backoff * 2)
+        elif now >= self.restart_at:
+            self.restart_at, self.started = None, now
+            self.restarts += 1
+            print(f"==> restarting {self.child.name} (#{self.restarts})", flush=True)
+            self.child.start()
+
+
+def run(settings: Settings) -> int:
+    """Start everything, restart what dies, stop everything on SIGINT/SIGTERM."""
+    try:
+        plan = check(settings)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model = newest_model(ROOT / "models")
+    if model is None:
+        print("error: no trained model in models/ (run `make train`)", file=sys.stderr)
+        return 2
+    db.upgrade(settings.database_url)
+    print("==> knowledge base: " + kb_cli.load_into(settings.database_url), flush=True)
+    token = settings.rasa_token or secrets.token_urlsafe(24)
+    var = Path(os.environ.get("KTP_VAR_DIR") or ROOT / "var")
+    children = build(settings, plan, token, model, var)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"\n==> {signal.Signals(signum).name}: stopping", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    supervised = [Supervised(c) for c in children]
+    try:
+        for s in supervised:
+            print(f"==> starting {s.child.name}", flush=True)
+            s.child.start()
+            s.started = time.monotonic()
+            kind = s.child.name if s.child.name in ("actions", "rasa") else "gateway"
+            if kind != "gateway" or s.child.name == f"gw{plan.gateways - 1}":
+                if not wait_ready(s.child, READY_TIMEOUT_S[kind], stop.is_set):
+                    if stop.is_set():
+                        return 0
+                    print(f"error: {s.child.name} did not become ready", file=sys.stderr)
+                    return 1
+        print(
+            f"\n  production mode  : {plan.gateways} gateway worker(s) on {settings.public_url}"
+            f", Rasa with {plan.rasa_workers} worker(s)\n"
+            f"  WeChat webhook   : {settings.self_url}/wechat   metrics: /metrics\n"
+            f"  Rasa (loopback)  : {settings.rasa_url}  model {model.name}\n"
+            f"  database         : {make_url(settings.database_url).render_as_string(True)}\n"
+            "  Ctrl-C stops all.\n",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            now = time.monotonic()
+            for s in supervised:
+                s.tick(now)
+    finally:
+        for s in reversed(supervised):
+            s.child.stop()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for s in reversed(supervised):
+            s.child.wait_stopped(deadline)
+            s.child.kill_group()
+        print("==> stopped", flush=True)
+    return 0
