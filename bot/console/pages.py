@@ -14,11 +14,14 @@ header{background:#2e7d32;color:#fff;padding:.6em 1em;display:flex;gap:1em;align
 header a{color:#fff} main{max-width:60em;margin:1em auto;padding:0 1em}
 table{border-collapse:collapse;width:100%;background:#fff}
 td,th{border-bottom:1px solid #ddd;padding:.4em;text-align:left}
-.card{background:#fff;padding:1em;margin:.8em 0;border-radius:6px}
+#events td{overflow-wrap:anywhere}
+.card{background:#fff;padding:1em;margin:.8em 0;border-radius:6px;overflow-x:auto}
 .in{color:#1b5e20}.out{color:#0d47a1}.err{color:#b71c1c}.muted{color:#777}
 textarea,input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.4em}
 button{padding:.4em 1em;margin:.3em 0}
 img.photo{max-width:14em;margin:.3em;border:1px solid #ccc}
+@media (max-width:600px){main{padding:0 .5em}td,th{padding:.3em .2em}header{flex-wrap:wrap}
+button{white-space:nowrap}}
 """
 
 
