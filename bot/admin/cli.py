@@ -29,8 +29,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_farmer_delete(args: argparse.Namespace) -> int:
+    """Delete a farmer's personal data on request (anonymised counts stay; audited)."""
+    import os
+
+    from bot.case_core import Actor
+    from bot.farmer_data import delete_farmer
+    from bot.handoff_cli import _in_transaction
+
+    folder = Path(os.environ.get("KTP_MEDIA_DIR") or "var/media")
+    actor = Actor(f"cli:{os.environ.get('USER', 'unknown')}"[:96], admin=True)
+    done = _in_transaction(lambda s: delete_farmer(s, args.openid, folder, actor))
+    sys.stdout.write(
+        f"deleted: {done.messages} messages, {done.conversations} conversations, "
+        f"{done.cases} cases, {done.media_files} media files (now {done.token})\n"
+    )
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register `report`."""
+    """Register `report` and `farmer delete`."""
+    farmer = sub.add_parser("farmer", help="farmers' personal data").add_subparsers(
+        dest="farmer", required=True
+    )
+    fdel = farmer.add_parser("delete", help=cmd_farmer_delete.__doc__)
+    fdel.add_argument("--openid", required=True, help="the farmer's openid")
+    fdel.set_defaults(func=cmd_farmer_delete)
     rep = sub.add_parser("report", help=cmd_report.__doc__)
     rep.add_argument("--month", required=True, help="YYYY-MM (Beijing time)")
     rep.add_argument("--out", required=True, help="the .xlsx file to write")
