@@ -25,6 +25,7 @@ from bot.kb_answer import (
     render_details,
     render_summary,
 )
+from bot.kb_faq import LiveFaq
 from bot.kb_live import LiveKnowledge
 from bot.kb_store import get_card, record_feedback
 from bot.rasa_client import SOURCE_KEY
@@ -41,6 +42,21 @@ DETAILS_WORDS = ("详细", "防治方法", "怎么防治", "具体")
 def live() -> LiveKnowledge:
     """The knowledge base of this action server (made on first use)."""
     return LiveKnowledge(os.environ.get("DATABASE_URL") or "sqlite:///var/ketepai.db")
+
+
+@lru_cache(maxsize=1)
+def faqs() -> LiveFaq:
+    """The FAQs of this action server (on the knowledge base's database)."""
+    return LiveFaq(live().sessions())
+
+
+def _faq_card(kb: LiveKnowledge, text: str) -> Any:
+    """The card of the FAQ whose variant `text` matches, if any."""
+    hit = faqs().match(text)
+    if hit is None:
+        return None
+    with kb.sessions()() as session:
+        return get_card(session, hit.card_id)
 
 
 def _utter(dispatcher: CollectingDispatcher, text: str, source: str, **extra: Any) -> None:
@@ -115,6 +131,10 @@ class ActionAnswerFromKB(Action):
         ):
             # A bare 「1」 or 「详细」 routed here (e.g. as `inform`): it answers our last turn.
             return await asyncio.to_thread(follow_up, dispatcher, tracker, kb)
+        faq_card = await asyncio.to_thread(_faq_card, kb, text)
+        if faq_card is not None:  # an admin's FAQ: its card, before any retrieval
+            _utter(dispatcher, render_summary(faq_card), f"kb:{faq_card.id}", faq=True)
+            return [SlotSet("last_card", faq_card.id)]
         snap = await asyncio.to_thread(kb.current)
         names = snap.names
         intent = (message.get("intent") or {}).get("name") or ""

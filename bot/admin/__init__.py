@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.admin import dashboard, farmer_views, kb_views, model_views, nlu_views
+from bot.admin import dashboard, faq_views, farmer_views, kb_views, model_views, nlu_views
 from bot.admin.access import admin_required
 
 
@@ -20,6 +20,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/admin/model/status", admin_required(model_views.status))
     app.router.add_post("/admin/model/retrain", admin_required(model_views.retrain))
     app.router.add_post("/admin/model/restore", admin_required(model_views.restore))
+    app.router.add_get("/admin/faq", admin_required(faq_views.faq_page))
+    app.router.add_post("/admin/faq", admin_required(faq_views.add_faq))
     app.router.add_get("/admin/farmers", admin_required(farmer_views.farmers))
     app.router.add_get("/admin/farmers/{conv_id:\\d+}", admin_required(farmer_views.farmer_record))
     app.router.add_post(

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy.orm import Session
@@ -185,7 +186,7 @@ async def retrain(request: web.Request) -> web.StreamResponse:
     try:
         _updater(request).start(f"account:{login.username}")
     except Busy as exc:
-        raise web.HTTPSeeOther(f"/admin/model?notice={exc}") from None
+        raise web.HTTPSeeOther(f"/admin/model?notice={quote(str(exc))}") from None
     await run_db(request, lambda s: event(s, None, login.actor, "model_retrain"))
     raise web.HTTPSeeOther("/admin/model?notice=已开始训练")
 
@@ -202,6 +203,6 @@ async def restore(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise web.HTTPBadRequest(text="switch must be a number") from None
     except (Busy, FileNotFoundError, RuntimeError) as exc:
-        raise web.HTTPSeeOther(f"/admin/model?notice=没有恢复：{exc}") from None
+        raise web.HTTPSeeOther(f"/admin/model?notice={quote(f'没有恢复：{exc}')}") from None
     await run_db(request, lambda s: event(s, None, login.actor, "model_restore", path.name))
     raise web.HTTPSeeOther(f"/admin/model?notice=已恢复 {path.name}")

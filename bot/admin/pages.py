@@ -10,6 +10,7 @@ NAV = (
     ("/admin/", "服务统计"),
     ("/admin/kb", "知识库"),
     ("/admin/nlu", "训练数据"),
+    ("/admin/faq", "常见问题"),
     ("/admin/model", "模型"),
     ("/admin/farmers", "农户记录"),
     ("/console/", "求助单"),
