@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export RASA_TELEMETRY_ENABLED ?= false
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 
-.PHONY: help venv run train test test-py lint validate e2e clean names nlu-report kb-report
+.PHONY: help venv browser run train test test-py lint validate e2e clean names nlu-report kb-report
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,32 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@touch $@
 
 venv: $(VENV)/.installed ## create .venv on Python 3.10 and install everything
+
+# Debian's headless chromium and a Chinese font for the page tests (tests/browser): installed
+# with apt-get when missing (as root, or with password-less sudo); nothing to do when present.
+# Without them the page tests skip, except in CI (CI=...), where they must run.
+BROWSER_PKGS := chromium fonts-wqy-zenhei
+browser: ## install chromium and a Chinese font for the page tests (apt-get, when missing)
+	@if { [ -n "$$KTP_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; } \
+	    && fc-list :lang=zh 2>/dev/null | grep -q .; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=sudo; \
+	else \
+	  echo "chromium or a Chinese font is missing; the page tests need them:" >&2; \
+	  echo "  sudo apt-get install -y --no-install-recommends $(BROWSER_PKGS)" >&2; \
+	  if [ -n "$$CI" ]; then exit 1; fi; \
+	  echo "  (not CI: the page tests will be skipped)" >&2; exit 0; \
+	fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: no apt-get; install chromium and a CJK font (e.g. WenQuanYi Zen Hei) yourself," \
+	    "or point KTP_CHROMIUM at a chromium" >&2; \
+	  [ -z "$$CI" ] || exit 1; exit 0; \
+	fi; \
+	echo "==> apt-get install $(BROWSER_PKGS)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get update -qq && \
+	$$sudo apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS) >/dev/null && \
+	chromium --version 2>/dev/null
 
 names: $(VENV)/.installed ## regenerate lookups, synonyms and the jieba dictionary from kb/names.yml
 	$(KETEPAI) nlu names
@@ -66,7 +92,7 @@ validate: $(VENV)/.installed ## rasa data validate
 e2e: train ## conversation tests (rasa test) on tests/e2e
 	$(RASA) test core --stories tests/e2e --model models --fail-on-prediction-errors --out var/results/e2e
 
-test-py: train ## pytest
+test-py: train browser ## pytest (the page tests need `make browser`)
 	$(VENV)/bin/pytest -q -ra
 
 test: lint validate test-py e2e ## set up, then every test

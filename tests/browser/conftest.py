@@ -37,13 +37,6 @@ ACCOUNTS = (  # username, role, county, commissioner openid (seed_roster's peopl
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.browser)
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     """Debian's chromium; a failure in CI if it is missing, a skip elsewhere."""

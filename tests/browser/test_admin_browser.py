@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +19,7 @@ from tests.admin_helpers import seed_month
 from tests.browser.cdp import DESKTOP, Browser
 from tests.browser.conftest import Gateway, add_accounts, login, shot
 
+pytestmark = pytest.mark.browser
 MONTH = "2026-11"  # seed_month's records
 
 

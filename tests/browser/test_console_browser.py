@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,6 +18,7 @@ from tests.browser.cdp import PHONE, Browser, Page
 from tests.browser.conftest import Gateway, add_accounts, login, logout, shot
 from tests.handoff_helpers import RecordingSender, seed_roster
 
+pytestmark = pytest.mark.browser
 REPLY = "剪掉病叶集中烧毁，再喷一次代森锰锌"
 RESOLUTION = "褐斑病，已控制"
 
@@ -48,9 +52,9 @@ async def fits_the_phone(page: Page) -> None:
 
 
 async def test_a_commissioner_claims_answers_and_closes_a_case(
-    browser: Browser, start_gateway: object
+    browser: Browser, start_gateway: Any
 ) -> None:
-    gw: Gateway = await start_gateway(seed)  # type: ignore[operator]
+    gw: Gateway = await start_gateway(seed)
     page = await browser.new_page()
 
     await page.goto(gw("/console/"))
@@ -128,9 +132,9 @@ def seed_accounts(session: Session) -> None:
 
 
 async def test_wrong_password_and_a_commissioner_at_admin(
-    browser: Browser, start_gateway: object
+    browser: Browser, start_gateway: Any
 ) -> None:
-    gw: Gateway = await start_gateway(seed_accounts)  # type: ignore[operator]
+    gw: Gateway = await start_gateway(seed_accounts)
     page = await browser.new_page()
 
     assert await login(page, gw, "wang", "not the password") == 401
