@@ -147,6 +147,26 @@ class Deleted:
     media_files: int
 
 
+RASA_TRACKERS = Path("var/rasa-trackers.db")  # endpoints.yml's SQL tracker store
+
+
+def wipe_rasa_tracker(openid: str, path: Path = RASA_TRACKERS) -> int:
+    """Delete the farmer's events from Rasa's SQLite tracker store; how many (0 if none)."""
+    if not path.exists():
+        return 0
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{path}", future=True)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text("DELETE FROM events WHERE sender_id = :o"), {"o": openid})
+            return int(result.rowcount or 0)
+    except Exception:  # no events table yet (Rasa never ran): nothing to wipe
+        return 0
+    finally:
+        engine.dispose()
+
+
 def delete_farmer(session: Session, openid: str, media_dir: Path, actor: Actor) -> Deleted:
     """Remove a farmer's personal data, keep anonymised counts; audited (see the module doc)."""
     token = "deleted-" + secrets.token_hex(6)

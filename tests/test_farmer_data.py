@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from bot import admin, cli, console, db, pii
+from bot import admin, cli, console, db, farmer_data, pii
 from bot.farmer_data import mask_text, short_openid
 from bot.handoff_models import Case, CaseEvent
 from bot.models import Conversation, MediaFile, Message
@@ -135,6 +135,23 @@ async def test_deleting_a_farmer_keeps_counts_and_removes_personal_data(
         assert audit.actor == "account:admin-prov" and "fa" not in (audit.detail or "")
     page = await (await client.get(f"/admin/farmers/{conv}")).text()
     assert "已删除" in page and "猕猴桃" not in re.sub(r"<th>.*?</th>", "", page.split("<main>")[1])
+
+
+def test_rasas_tracker_of_the_farmer_is_wiped(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    path = tmp_path / "trackers.db"
+    assert farmer_data.wipe_rasa_tracker("f1", path) == 0  # no file yet
+    engine = create_engine(f"sqlite:///{path}", future=True)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE events (id INTEGER PRIMARY KEY, sender_id TEXT, d TEXT)"))
+        conn.execute(
+            text("INSERT INTO events (sender_id, d) VALUES ('f1','a'),('f1','b'),('f2','c')")
+        )
+    assert farmer_data.wipe_rasa_tracker("f1", path) == 2
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT sender_id FROM events")).scalars().all() == ["f2"]
+    engine.dispose()
 
 
 def test_the_cli_deletes_a_farmer(

@@ -34,11 +34,12 @@ def cmd_farmer_delete(args: argparse.Namespace) -> int:
     import os
 
     from bot.case_core import Actor
-    from bot.farmer_data import delete_farmer
+    from bot.farmer_data import delete_farmer, wipe_rasa_tracker
     from bot.handoff_cli import _in_transaction
 
     folder = Path(os.environ.get("KTP_MEDIA_DIR") or "var/media")
     actor = Actor(f"cli:{os.environ.get('USER', 'unknown')}"[:96], admin=True)
+    wipe_rasa_tracker(args.openid)
     done = _in_transaction(lambda s: delete_farmer(s, args.openid, folder, actor))
     sys.stdout.write(
         f"deleted: {done.messages} messages, {done.conversations} conversations, "

@@ -102,6 +102,7 @@ async def delete_farmer(request: web.Request) -> web.StreamResponse:
         openid = farmer_data.openid_of(session, conv_id)
         if openid is None or openid.startswith("deleted-"):
             return None
+        farmer_data.wipe_rasa_tracker(openid)
         return farmer_data.delete_farmer(session, openid, folder, login.actor)
 
     done = await run_db(request, work)
