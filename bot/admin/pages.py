@@ -20,6 +20,7 @@ nav a{margin-right:1em} .chart{background:#fff;padding:.6em;margin:.8em 0;border
 figcaption{font-weight:bold;margin-bottom:.3em} .grid{display:flex;flex-wrap:wrap;gap:1em}
 .kpi{background:#fff;padding:.6em 1em;border-radius:6px;min-width:8em}
 .kpi b{display:block;font-size:1.6em} .ok{color:#1b5e20}
+.chart{max-width:100%;box-sizing:border-box} .chart svg{max-width:100%;height:auto}
 """
 
 

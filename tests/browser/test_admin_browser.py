@@ -16,7 +16,7 @@ from bot.kb_models import KbCard
 from bot.kb_store import record_feedback, upsert_cards
 from bot.knowledge import Card
 from tests.admin_helpers import seed_month
-from tests.browser.cdp import DESKTOP, Browser
+from tests.browser.cdp import DESKTOP, PHONE, Browser
 from tests.browser.conftest import Gateway, add_accounts, login, shot
 
 pytestmark = pytest.mark.browser
@@ -84,6 +84,10 @@ async def test_admin_dashboard_report_and_knowledge_base(
     commissioners = await page.text("#commissioners")
     assert "王猕" in commissioners and "赵眉" not in commissioners  # 眉县's: not in this scope
     await shot(page, "admin-dashboard")
+    await page.resize(PHONE, mobile=True)  # an admin on a phone: charts shrink, no sideways page
+    assert await page.page_width() <= PHONE[0]
+    await shot(page, "admin-dashboard-phone")
+    await page.resize(DESKTOP, mobile=False)
 
     # The monthly report, downloaded as Chrome downloads it.
     await page.click("#download")
