@@ -47,9 +47,8 @@ class Registry:
 
     def observe(self, name: str, seconds: float, /, **labels: str) -> None:
         """Record one latency in the histogram `name`."""
-        for le in BUCKETS:
-            if seconds <= le:
-                self.inc(f"{name}_bucket", le=str(le), **labels)
+        for le in BUCKETS:  # every bucket, so that each series exists from the first scrape
+            self.inc(f"{name}_bucket", 1.0 if seconds <= le else 0.0, le=str(le), **labels)
         self.inc(f"{name}_bucket", le="+Inf", **labels)
         self.inc(f"{name}_sum", seconds, **labels)
         self.inc(f"{name}_count", **labels)
@@ -73,11 +72,19 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _order(key: Key) -> tuple[str, tuple[tuple[str, str], ...], float]:
+    """Series in name order, histogram buckets by bound with +Inf last."""
+    name, labels = key
+    le = dict(labels).get("le")
+    bound = float("inf") if le == "+Inf" else float(le) if le else 0.0
+    return name, tuple(lb for lb in labels if lb[0] != "le"), bound
+
+
 def render(values: dict[Key, float], gauges: dict[Key, float]) -> str:
     """The Prometheus text exposition format (version 0.0.4)."""
     lines: list[str] = []
     done: set[str] = set()
-    for key in sorted({**values, **gauges}):
+    for key in sorted({**values, **gauges}, key=_order):
         name, labels = key
         base = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
         family = base if base in HELP else name

@@ -153,7 +153,7 @@ def run(settings: Settings) -> int:
         return 2
     db.upgrade(settings.database_url)
     print("==> knowledge base: " + kb_cli.load_into(settings.database_url), flush=True)
-    token = settings.rasa_token or secrets.token_urlsafe(24)
+    token = settings.rasa_token or secrets.token_hex(24)  # never starts with "-" (argparse)
     var = Path(os.environ.get("KTP_VAR_DIR") or ROOT / "var")
     children = build(settings, plan, token, model, var)
     stop = threading.Event()

@@ -72,7 +72,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                     metrics.REGISTRY.inc("ktp_recovered_total")
                     conv.ask_again(msg_id, openid, text)
             except Exception as exc:  # the database may still be down: next pass
-                log.warning("recovery pass failed: %s", exc)
+                log.warning("recovery pass failed: %r", exc, exc_info=True)
 
     tasks = [asyncio.create_task(loop(), name="recovery")]
     if claims is not None:

@@ -226,7 +226,7 @@ def run(settings: Settings) -> int:
         return 2
     db.upgrade(settings.database_url)
     print("==> knowledge base: " + kb_cli.load_into(settings.database_url), flush=True)
-    rasa_token = settings.rasa_token or secrets.token_urlsafe(24)
+    rasa_token = settings.rasa_token or secrets.token_hex(24)  # never starts with "-" (argparse)
     children = build_children(settings, rasa_token, model)
 
     stop = threading.Event()
