@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export RASA_TELEMETRY_ENABLED ?= false
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 
-.PHONY: help venv browser run train test test-py lint validate e2e clean names nlu-report kb-report
+.PHONY: help venv browser run run-prod train test test-py lint validate e2e clean names nlu-report kb-report
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,11 @@ train: $(VENV)/.installed ## train the Rasa model if nlu_data/, config.yml or do
 
 run: train ## start Rasa, the action server and the gateway with the WeChat simulator (Ctrl-C stops all)
 	KTP_SIMULATOR=$${KTP_SIMULATOR:-1} $(KETEPAI) run
+
+# Production mode on this machine: needs DATABASE_URL (PostgreSQL), REDIS_URL, the WeChat secrets,
+# KTP_DATA_KEY and KTP_SESSION_SECRET (see docs/deploy.md); KTP_GATEWAY_WORKERS, KTP_RASA_WORKERS.
+run-prod: train ## production mode: N gateway workers + Rasa on PostgreSQL and Redis, supervised
+	$(KETEPAI) run --prod
 
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check bot actions tests bench

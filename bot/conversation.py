@@ -32,6 +32,7 @@ from bot.rasa_client import BotTurn, RasaClient, RasaUnavailable
 from bot.ratelimit import RateLimiter, RedisRateLimiter
 from bot.records import InboundRecord, ReplyRecord
 from bot.replies import ACK_SLOW, APOLOGY, NOT_UNDERSTOOD, RATE_LIMITED
+from bot.resilience import GIVE_UP
 from bot.wechat import Inbound
 
 log = logging.getLogger(__name__)
@@ -403,12 +404,13 @@ class Conversations:
     async def _push_when_ready(self, task: asyncio.Task[BotTurn], inbound_id: int) -> None:
         """Queue the late answer on the durable outbox, in one transaction with its record."""
         turn: BotTurn | None = None
+        failure = ""
         try:
             turn = await task
             text, source = (turn.reply or NOT_UNDERSTOOD), turn.source
         except RasaUnavailable as exc:
             log.warning("late rasa failure for message %s: %s", inbound_id, exc)
-            text, source = APOLOGY, "error"
+            text, source, failure = GIVE_UP, "error", str(exc)[:500]
 
         def save(session: Session) -> None:
             inbound = session.get(Message, inbound_id)
@@ -417,7 +419,11 @@ class Conversations:
                 inbound.intent, inbound.confidence = turn.intent, turn.confidence
                 inbound.entities, inbound.nlu_ms = turn.entities or None, turn.elapsed_ms
             else:
-                inbound.error = "rasa failed after the acknowledgement"
+                inbound.error = f"rasa failed after the acknowledgement: {failure}"
+                if inbound.status != "retried":
+                    # The farmer was promised an answer: asked again once Rasa is back.
+                    inbound.status = "failed"
+                    return
             outbox.enqueue(session, reply_to=inbound, content=text, source=source)
 
         try:

@@ -58,8 +58,8 @@ class RedisLanes:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             with contextlib.suppress(Exception):
+                await self._redis.delete(busy)  # before the next holder sets it
                 await self._redis.eval(_ADVANCE, 1, served, ticket, KEY_TTL_S)
-                await self._redis.delete(busy)
 
     async def _wait_turn(self, ticket: int, served: str, busy: str) -> None:
         deadline = time.monotonic() + MAX_WAIT_S

@@ -30,13 +30,15 @@ def _seconds(name: str, default: float) -> float:
 
 
 def conversation_extras(redis: Any) -> dict[str, Any]:
-    """Cross-process ordering and rate limit for Conversations, when Redis is there."""
+    """Rasa's time limit per turn (KTP_RASA_TIMEOUT_S: a turn stuck on a restarting Rasa fails
+    and is asked again later), and cross-process ordering and rate limit when Redis is there."""
+    extras: dict[str, Any] = {"rasa_timeout_s": _seconds("KTP_RASA_TIMEOUT_S", 20.0)}
     if redis is None:
-        return {}
+        return extras
     from bot.lanes import RedisLanes
     from bot.ratelimit import RedisRateLimiter
 
-    return {"lanes": RedisLanes(redis), "limiter": RedisRateLimiter(redis)}
+    return {**extras, "lanes": RedisLanes(redis), "limiter": RedisRateLimiter(redis)}
 
 
 async def spool_or_raise(app: web.Application, inbound: Any, body: bytes) -> str:

@@ -27,6 +27,8 @@ from bot.wechat import BadRequest, Inbound, parse_inbound
 
 log = logging.getLogger(__name__)
 ACK_SPOOLED = "已收到您的问题，系统正在恢复，答案稍后发给您。"
+# Pushed when asking again failed too: no further promise, a way to a person instead.
+GIVE_UP = "抱歉，系统暂时答不上您的问题。请回复「转人工」找专家，或过一会儿再问一次。"
 CLAIM_STALE_S = 60.0  # a claimed spool file older than this belonged to a dead worker
 RECOVER_WINDOW = timedelta(hours=6)
 

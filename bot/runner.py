@@ -136,8 +136,8 @@ def rasa_endpoints(settings: Settings, out_dir: Path) -> Path:
         redis["password"] = url.password
     doc = yaml.safe_load((ROOT / "endpoints.yml").read_text(encoding="utf-8")) or {}
     doc["action_endpoint"] = {"url": f"{settings.action_url}/webhook"}
-    doc["tracker_store"] = {"type": "redis", **redis, "db": db_index, "key_prefix": "ktp-tracker"}
-    doc["lock_store"] = {"type": "redis", **redis, "db": db_index, "key_prefix": "ktp-lock"}
+    doc["tracker_store"] = {"type": "redis", **redis, "db": db_index, "key_prefix": "ktptracker"}
+    doc["lock_store"] = {"type": "redis", **redis, "db": db_index, "key_prefix": "ktplock"}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "endpoints.generated.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
@@ -166,6 +166,8 @@ def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Chi
     if workers != "1" and not settings.redis_url:
         raise SystemExit("KTP_RASA_WORKERS > 1 needs REDIS_URL (shared tracker and lock stores)")
     rasa_env["SANIC_WORKERS"] = workers
+    # A killed Rasa leaves its conversation locks behind; they expire after this (Rasa: 60 s).
+    rasa_env.setdefault("TICKET_LOCK_LIFETIME", "15")
     return [
         Child(
             "actions",

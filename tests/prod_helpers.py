@@ -6,13 +6,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import xmltodict
 from sqlalchemy import select
@@ -20,6 +24,7 @@ from sqlalchemy.orm import aliased
 
 from bot import db
 from bot.models import Message, OutboxItem
+from bot.settings import DEV_WECHAT_TOKEN as TOKEN
 from bot.wechat import sign
 
 
@@ -51,6 +56,7 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # idle pooled connections must live
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -192,11 +198,12 @@ def kill9(pid: int) -> None:
         os.kill(pid, 9)
 
 
-def outcome(db_url: str, sent: list[Sent]) -> dict[str, list[int]]:
-    """For each message: recorded? answered (passive answer, or a push sent)?"""
+def outcome(db_url: str, sent: list[Sent]) -> dict[str, list[Any]]:
+    """For each message: recorded? answered (passive answer, or a push sent)? `why` explains
+    each unanswered one (its status and its pushes' statuses)."""
     engine = db.make_engine(db_url)
     push = aliased(Message)
-    report: dict[str, list[int]] = {"missing": [], "unanswered": [], "ok": []}
+    report: dict[str, list[Any]] = {"missing": [], "unanswered": [], "ok": [], "why": []}
     try:
         with db.make_sessionmaker(engine)() as session:
             for s in sent:
@@ -214,6 +221,15 @@ def outcome(db_url: str, sent: list[Sent]) -> dict[str, list[int]]:
                 real = bool(s.reply) and not is_ack(s.reply or "")
                 key = "ok" if real or pushed is not None else "unanswered"
                 report[key].append(s.msg_id)
+                if key == "unanswered":
+                    pushes = session.execute(
+                        select(OutboxItem.status, OutboxItem.error)
+                        .join(push, push.id == OutboxItem.message_id)
+                        .where(push.reply_to_id == msg.id)
+                    ).all()
+                    report["why"].append(
+                        (s.msg_id, msg.status, msg.error, [tuple(p) for p in pushes])
+                    )
     finally:
         engine.dispose()
     return report
@@ -265,3 +281,92 @@ class FakeWeChatApi:
     def close(self) -> None:
         """Stop serving."""
         self._server.shutdown()
+
+
+class ProdStack:
+    """`ketepai run --prod` on a fresh PostgreSQL schema (through a cuttable proxy), Redis db 13
+    and a fake WeChat API; `start()` waits until healthy, `stop()` removes everything."""
+
+    def __init__(self, folder: Path, **env: str) -> None:
+        import uuid
+
+        from tests.conftest import free_port
+
+        self.folder = folder
+        self.schema = f"ktp_prod_{uuid.uuid4().hex[:8]}"
+        self.proxy, self.api = TcpProxy(5432), FakeWeChatApi()
+        self.db_url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.proxy.port}/test"
+        self.db_url += f"?options=-csearch_path%3D{self.schema}"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "run.log"
+        self.env = {
+            **os.environ,
+            "KTP_PORT": str(self.port),
+            "RASA_PORT": str(free_port()),
+            "ACTION_PORT": str(free_port()),
+            "DATABASE_URL": self.db_url,
+            "REDIS_URL": "redis://127.0.0.1:6379/13",
+            "KTP_SIMULATOR": "0",
+            "WECHAT_TOKEN": TOKEN,
+            "WECHAT_APP_ID": "wxprodtest",
+            "WECHAT_APP_SECRET": "prod-test-secret",
+            "WECHAT_API_BASE": self.api.base,
+            "KTP_GATEWAY_WORKERS": "2",
+            "KTP_RASA_WORKERS": "1",
+            "KTP_DATA_KEY": "tlfyD8dgZVRZFVOTbDkM0QH5VgGrxfLJxFD8GhdLK0k=",
+            "KTP_SESSION_SECRET": "prod-test",
+            "KTP_VAR_DIR": str(folder),
+            "KTP_SPOOL_DIR": str(folder / "spool"),
+            "KTP_MEDIA_DIR": str(folder / "media"),
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 300) -> bool:
+        """Create the schema, start the stack, wait until /healthz is 200."""
+        from sqlalchemy import text
+
+        from tests.conftest import PG_URL
+
+        admin = db.make_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        admin.dispose()
+        repo = Path(__file__).resolve().parents[1]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "run", "--prod"],
+                cwd=repo,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )
+        proc = self.proc
+        return wait_until(
+            lambda: proc.poll() is None and get(f"{self.base}/healthz")[0] == 200, timeout_s
+        )
+
+    def child(self, needle: str) -> int:
+        """The pid of one supervised child: "bot.cli serve", "rasa_sdk", "-m rasa run"."""
+        assert self.proc is not None
+        return find_child(self.proc.pid, needle)
+
+    def stop(self) -> None:
+        """SIGINT the supervisor, close the proxy and the fake API, drop the schema."""
+        from sqlalchemy import text
+
+        from tests.conftest import PG_URL
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proxy.close()
+        self.api.close()
+        admin = db.make_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+        admin.dispose()

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
-from bot import db
 from bot.runner import newest_model
 from bot.settings import DEV_WECHAT_TOKEN
-from tests.conftest import PG_URL, free_port
 from tests.prod_helpers import (
-    FakeWeChatApi,
+    ProdStack,
     Sent,
     TcpProxy,
     find_child,
@@ -62,63 +55,24 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         pytest.skip("PostgreSQL or Redis not reachable")
     if newest_model(REPO / "models") is None:
         pytest.fail("no trained model: run `make train`")
-    schema = f"ktp_fault_{uuid.uuid4().hex[:8]}"
-    admin = db.make_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    proxy, api = TcpProxy(5432), FakeWeChatApi()
-    tmp = tmp_path_factory.mktemp("prod")
-    db_url = f"postgresql+psycopg2://postgres@127.0.0.1:{proxy.port}/test"
-    db_url += f"?options=-csearch_path%3D{schema}"
-    port = free_port()
-    env = {
-        **os.environ,
-        "KTP_PORT": str(port),
-        "RASA_PORT": str(free_port()),
-        "ACTION_PORT": str(free_port()),
-        "DATABASE_URL": db_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/13",
-        "KTP_SIMULATOR": "0",
-        "WECHAT_TOKEN": DEV_WECHAT_TOKEN,
-        "WECHAT_APP_ID": "wxfault",
-        "WECHAT_APP_SECRET": "fault-secret",
-        "WECHAT_API_BASE": api.base,
-        "KTP_GATEWAY_WORKERS": "2",
-        "KTP_RASA_WORKERS": "1",
-        "KTP_DATA_KEY": "tlfyD8dgZVRZFVOTbDkM0QH5VgGrxfLJxFD8GhdLK0k=",
-        "KTP_SESSION_SECRET": "fault-test",
-        "KTP_VAR_DIR": str(tmp),
-        "KTP_SPOOL_DIR": str(tmp / "spool"),
-        "KTP_MEDIA_DIR": str(tmp / "media"),
-        "KTP_RECOVER_FAILED_S": "3",
-        "KTP_RECOVER_ACKED_S": "20",
-    }
-    log = tmp / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run", "--prod"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    base = f"http://127.0.0.1:{port}"
+    stack = ProdStack(
+        tmp_path_factory.mktemp("prod"), KTP_RECOVER_FAILED_S="3", KTP_RECOVER_ACKED_S="20"
+    )
     try:
-        if not wait_until(lambda: proc.poll() is None and get(f"{base}/healthz")[0] == 200, 300):
-            pytest.fail(f"production stack not healthy:\n{log.read_text()[-3000:]}")
-        yield {"proc": proc, "base": base, "db_url": db_url, "proxy": proxy, "log": log}
+        if not stack.start():
+            pytest.fail(f"production stack not healthy:\n{stack.log.read_text()[-3000:]}")
+        assert stack.proc is not None
+        yield {
+            "proc": stack.proc,
+            "base": stack.base,
+            "db_url": stack.db_url,
+            "proxy": stack.proxy,
+            "log": stack.log,
+        }
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        proxy.close()
-        api.close()
-        (REPO / "var" / "fault-run.log").write_bytes(log.read_bytes())  # for a post-mortem
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        stack.stop()
+        (REPO / "var").mkdir(exist_ok=True)
+        (REPO / "var" / "fault-run.log").write_bytes(stack.log.read_bytes())  # post-mortem
 
 
 def _load(base: str, tag: str, during: Callable[[], None], farmers: int = 4, each: int = 4) -> list:
@@ -152,7 +106,7 @@ def _check(prod: dict[str, Any], sent: list[Sent]) -> None:
     assert len(sent) >= 8
     assert all(s.reply is not None for s in sent), [s for s in sent if s.reply is None]
     assert wait_until(lambda: _healed(prod), HEAL_S, 2.0), "did not recover"
-    final: dict[str, list[int]] = {}
+    final: dict[str, list[Any]] = {}
 
     def settled() -> bool:
         final.update(outcome(prod["db_url"], sent))
@@ -160,7 +114,7 @@ def _check(prod: dict[str, Any], sent: list[Sent]) -> None:
 
     wait_until(settled, 90, 2.0)
     assert final["missing"] == [], "messages not in the records"
-    assert final["unanswered"] == [], "acknowledged but never answered"
+    assert final["unanswered"] == [], f"acknowledged but never answered: {final['why']}"
 
 
 def test_gateway_worker_killed(prod: dict[str, Any]) -> None:

@@ -163,3 +163,24 @@ async def test_metrics_in_prometheus_text_format(settings: Settings) -> None:
     assert "# TYPE ktp_reply_seconds histogram" in body
     assert 'ktp_reply_seconds_bucket{le="+Inf"}' in body
     assert "ktp_outbox_queue_depth 0" in body and "ktp_db_up 1" in body
+
+
+async def test_late_failure_after_the_ack_is_asked_again_not_apologised(
+    settings: Settings, fake_rasa: FakeRasa, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.replies import ACK_SLOW
+
+    monkeypatch.setenv("KTP_RECOVER_FAILED_S", "0.1")
+    fake_rasa.delay_s, fake_rasa.status = 1.5, 500  # slower than the 1 s budget, then fails
+    client = await client_for(settings)
+    try:
+        resp = await client.post("/wechat", params=signed_params(), data=text_xml("f3", "猕猴桃"))
+        assert ACK_SLOW in await resp.text()
+        await asyncio.sleep(1.0)
+        fake_rasa.delay_s, fake_rasa.status = 0.0, 200
+        assert await _wait(lambda: _sent(settings, ("sent", "expired", "pending")) == 1)
+    finally:
+        await client.close()
+    inbound, ack, push = _rows(settings)
+    assert inbound.status == "retried" and ack.text == ACK_SLOW
+    assert push.channel == "push" and "猕猴桃" in push.text  # the answer, not an apology

@@ -1,0 +1,144 @@
+"""Load on the production mode on this machine (`ketepai run --prod`, PostgreSQL, Redis).
+
+    .venv/bin/python -m bench.prod_load [--rasa-workers 1] [--gateways 2] [--farmers 40]
+        [--messages 5] [--kill none|rasa|gateway|actions] [--kill-after 5]
+
+Starts the stack on a fresh PostgreSQL schema with a fake WeChat API, sends `farmers` farmers'
+messages (each farmer one after another, farmers in parallel; WeChat's 5 s timeout and 3 tries
+with the same MsgId), optionally kill -9 one part `kill_after` seconds in, then waits for the
+stack to settle and prints messages/s, p50/p95/p99, replies later than 4.5 s, records lost
+(MsgIds not in the database) and acknowledged-but-never-answered, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import QUESTIONS, message
+from bot.settings import DEV_WECHAT_TOKEN as TOKEN
+from bot.wechat import sign
+from tests.prod_helpers import ProdStack, Sent, kill9, outcome, wait_until
+
+NEEDLE = {"rasa": "-m rasa run", "gateway": "bot.cli serve", "actions": "rasa_sdk"}
+
+
+async def post(
+    http: aiohttp.ClientSession, base: str, openid: str, text: str, msg_id: int
+) -> tuple[Sent, float]:
+    """One message as WeChat sends it; the latency is until the farmer sees something."""
+    body = message(openid, text, msg_id).encode()
+    t0 = time.perf_counter()
+    for attempt in range(1, 4):
+        ts, nonce = str(int(time.time())), secrets.token_hex(4)
+        params = {"signature": sign(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce}
+        try:
+            async with http.post(
+                f"{base}/wechat", params=params, data=body, timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
+                raw = await resp.text()
+                if resp.status != 200:
+                    continue
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            continue
+        reply = "" if raw == "success" else raw.split("<Content><![CDATA[", 1)[-1].split("]]>")[0]
+        return Sent(openid, msg_id, text, reply, attempt), (time.perf_counter() - t0) * 1000
+    return Sent(openid, msg_id, text, None, 3), (time.perf_counter() - t0) * 1000
+
+
+async def load(base: str, farmers: int, messages: int, kill: object) -> tuple[list, list, float]:
+    """Every farmer's messages; returns (sent, latencies ms, wall s)."""
+    run = time.time_ns() // 1000 % 10**12
+    sent: list[Sent] = []
+    lat: list[float] = []
+
+    async def farmer(n: int, http: aiohttp.ClientSession) -> None:
+        for k in range(messages):
+            text, msg_id = QUESTIONS[(n + k) % 6], run + n * 100 + k
+            s, ms = await post(http, base, f"load-{run}-{n}", text, msg_id)
+            sent.append(s)
+            lat.append(ms)
+
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession() as http:
+        tasks = [asyncio.create_task(farmer(n, http)) for n in range(farmers)]
+        if kill is not None:
+            tasks.append(asyncio.create_task(kill()))  # type: ignore[operator]
+        await asyncio.gather(*tasks)
+    return sent, lat, time.perf_counter() - t0
+
+
+def main() -> None:
+    """Start, load, (kill), settle, report, stop."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rasa-workers", type=int, default=1)
+    parser.add_argument("--gateways", type=int, default=2)
+    parser.add_argument("--farmers", type=int, default=40)
+    parser.add_argument("--messages", type=int, default=5)
+    parser.add_argument("--kill", choices=["none", *NEEDLE], default="none")
+    parser.add_argument("--kill-after", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = ProdStack(
+            Path(tmp),
+            KTP_RASA_WORKERS=str(args.rasa_workers),
+            KTP_GATEWAY_WORKERS=str(args.gateways),
+            KTP_RECOVER_FAILED_S="3",
+            KTP_RECOVER_ACKED_S="20",
+        )
+        try:
+            t0 = time.monotonic()
+            if not stack.start():
+                raise SystemExit(f"stack not healthy:\n{stack.log.read_text()[-2000:]}")
+            print(f"production stack ready in {time.monotonic() - t0:.0f} s")
+            asyncio.run(load(stack.base, 4, 3, None))  # warm-up: model caches, connections
+
+            async def kill() -> None:
+                await asyncio.sleep(args.kill_after)
+                kill9(stack.child(NEEDLE[args.kill]))
+                print(f"  killed {args.kill} at {args.kill_after:.0f} s")
+
+            before = os.getloadavg()
+            sent, lat, wall = asyncio.run(
+                load(stack.base, args.farmers, args.messages, kill if args.kill != "none" else None)
+            )
+            during = os.getloadavg()
+            final: dict[str, list[Any]] = {}
+
+            def settled() -> bool:
+                final.update(outcome(stack.db_url, sent))
+                return not final["missing"] and not final["unanswered"]
+
+            wait_until(settled, 240, 3.0)
+            q = statistics.quantiles(lat, n=100)
+            rate = len(sent) / wall
+            late = sum(ms > 4500 for ms in lat)
+            silent = sum(s.reply is None for s in sent)
+            acks = sum(bool(s.reply) and "稍后" in (s.reply or "") for s in sent)
+            print(
+                f"prod load: {args.gateways} gateway workers, Rasa x{args.rasa_workers}, "
+                f"{args.farmers} farmers x {args.messages}, kill: {args.kill}\n"
+                f"  messages      : {len(sent)} in {wall:.1f} s = {rate:.1f} messages/s\n"
+                f"  latency ms    : p50 {q[49]:.0f}  p95 {q[94]:.0f}  p99 {q[98]:.0f}"
+                f"  max {max(lat):.0f}\n"
+                f"  later than 4.5 s: {late}   no answer at all (3 tries failed): {silent}\n"
+                f"  acknowledged/apology (answer pushed later): {acks}\n"
+                f"  records lost  : {len(final['missing'])}   acknowledged, never answered: "
+                f"{len(final['unanswered'])} {final['why'][:5]}\n"
+                f"  load average  : before {before[0]:.2f}, after {during[0]:.2f} (1 min)"
+            )
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
