@@ -167,7 +167,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     if settings.redis_url:
         import redis.asyncio as aioredis
 
-        redis = aioredis.from_url(settings.redis_url)
+        # Timeouts: a Redis call must never hang a farmer's turn.
+        redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     app[ENGINE] = engine
     app[prod_app.REDIS] = redis
     app[HTTP] = http

@@ -408,9 +408,9 @@ class Conversations:
         try:
             turn = await task
             text, source = (turn.reply or NOT_UNDERSTOOD), turn.source
-        except RasaUnavailable as exc:
-            log.warning("late rasa failure for message %s: %s", inbound_id, exc)
-            text, source, failure = GIVE_UP, "error", str(exc)[:500]
+        except Exception as exc:  # RasaUnavailable, or Redis trouble in the lane
+            log.warning("late failure for message %s: %r", inbound_id, exc)
+            text, source, failure = GIVE_UP, "error", repr(exc)[:500]
 
         def save(session: Session) -> None:
             inbound = session.get(Message, inbound_id)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 KEY_TTL_S = 3600
 STALL_S = 3.0
@@ -47,15 +51,22 @@ class RedisLanes:
     async def run(self, openid: str, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Wait for this farmer's earlier tickets, run `fn`, let the next one go."""
         tickets, served, busy = self._keys(openid)
-        ticket = int(await self._redis.incr(tickets))
-        await self._redis.expire(tickets, KEY_TTL_S)
-        await self._wait_turn(ticket, served, busy)
-        beat = asyncio.create_task(self._beat(busy))
+        try:
+            ticket = int(await self._redis.incr(tickets))
+            await self._redis.expire(tickets, KEY_TTL_S)
+            await self._wait_turn(ticket, served, busy)
+        except (OSError, ValueError, TimeoutError, RedisError) as exc:
+            # Redis trouble must not stop the farmer's answer: run without cross-process order.
+            log.warning("lane for %s without Redis order: %r", openid, exc)
+            return await fn()
+        stop = asyncio.Event()
+        beat = asyncio.create_task(self._beat(busy, stop))
         try:
             return await fn()
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Stopped, not cancelled: a Redis command cancelled half-way spoils its connection.
+            stop.set()
+            with contextlib.suppress(Exception):
                 await beat
             with contextlib.suppress(Exception):
                 await self._redis.delete(busy)  # before the next holder sets it
@@ -77,8 +88,9 @@ class RedisLanes:
                 since = now
             await asyncio.sleep(POLL_S)
 
-    async def _beat(self, busy: str) -> None:
-        while True:
+    async def _beat(self, busy: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             with contextlib.suppress(Exception):
                 await self._redis.set(busy, "1", ex=2)
-            await asyncio.sleep(0.5)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
