@@ -32,7 +32,7 @@ from bot.rasa_client import BotTurn, RasaClient, RasaUnavailable
 from bot.ratelimit import RateLimiter, RedisRateLimiter
 from bot.records import InboundRecord, ReplyRecord
 from bot.replies import ACK_SLOW, APOLOGY, NOT_UNDERSTOOD, RATE_LIMITED
-from bot.resilience import GIVE_UP
+from bot.resilience import GIVE_UP, resend_passive
 from bot.wechat import Inbound
 
 log = logging.getLogger(__name__)
@@ -442,6 +442,12 @@ class Conversations:
         inbound_id, lost = await self._record(inbound, rec, [ReplyRecord(ack, "ack")])
         if lost is None and inbound.text:
             self.ask_again(inbound_id, inbound.openid, inbound.text)
+        elif lost:
+            # An earlier try was recorded with its answer, but the farmer saw only `ack` (that
+            # try timed out on WeChat's side): push the answer.
+            await self._db(lambda s: resend_passive(s, inbound.dedupe_key))
+            if self._sender is not None:
+                self._sender.wake()
 
     def ask_again(self, inbound_id: int, openid: str, text: str) -> None:
         """Ask Rasa for a recorded message's answer and queue it as a push (recovery)."""

@@ -74,7 +74,7 @@ class RedisLanes:
 
     async def _wait_turn(self, ticket: int, served: str, busy: str) -> None:
         deadline = time.monotonic() + MAX_WAIT_S
-        last, since = -1, time.monotonic()
+        last, since, warned = -1, time.monotonic(), False
         while time.monotonic() < deadline:
             now_served = int(await self._redis.get(served) or 0)
             if now_served >= ticket - 1:
@@ -82,6 +82,10 @@ class RedisLanes:
             now = time.monotonic()
             if now_served != last:
                 last, since = now_served, now
+            elif now - since > 10 * STALL_S and not warned:
+                log.warning("lane wait: ticket %s, served %s, busy %s", ticket, now_served,
+                            await self._redis.exists(busy))  # fmt: skip
+                warned = True
             elif now - since > STALL_S and not await self._redis.exists(busy):
                 if await self._redis.eval(_SKIP, 1, served, now_served, KEY_TTL_S):
                     self.skipped += 1

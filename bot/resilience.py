@@ -18,11 +18,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import and_, exists, select, update
-from sqlalchemy.orm import aliased, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from bot import records
+from bot import outbox, records
 from bot.metrics import REGISTRY
 from bot.models import Message
+from bot.replies import ACK_SLOW, APOLOGY
 from bot.wechat import BadRequest, Inbound, parse_inbound
 
 log = logging.getLogger(__name__)
@@ -149,3 +150,16 @@ def claim_unanswered(
             if result.rowcount == 1 and text:
                 claimed.append((int(msg_id), str(openid), str(text)))
     return claimed
+
+
+def resend_passive(session: Session, key: str) -> None:
+    """Queue the recorded passive reply of `key` as a push, unless one was pushed already."""
+    msg = records.find_inbound(session, key)
+    text = records.passive_reply_of(session, msg.id) if msg is not None else None
+    if msg is None or not text or text in {ACK_SLOW, APOLOGY, ACK_SPOOLED}:
+        return  # an acknowledgement: its own answer follows (or recovery asks again)
+    pushed = session.execute(
+        select(Message.id).where(Message.reply_to_id == msg.id, Message.channel == "push")
+    ).first()
+    if pushed is None:
+        outbox.enqueue(session, reply_to=msg, content=text, source="resend")
