@@ -10,6 +10,7 @@ go. Media files are deleted from disk. The deletion is an audit event without th
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -147,7 +148,8 @@ class Deleted:
     media_files: int
 
 
-RASA_TRACKERS = Path("var/rasa-trackers.db")  # endpoints.yml's SQL tracker store
+# endpoints.yml's SQL tracker store (KTP_RASA_TRACKER_DB moves it, as `ketepai run` does).
+RASA_TRACKERS = Path(os.environ.get("KTP_RASA_TRACKER_DB") or "var/rasa-trackers.db")
 
 
 def wipe_rasa_tracker(openid: str, path: Path = RASA_TRACKERS) -> int:

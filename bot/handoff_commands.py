@@ -64,15 +64,35 @@ def normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip()
 
 
+def _normalize_with_map(text: str) -> tuple[str, list[int]]:
+    """`normalize` without the trim, and for each normalized character its original index."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        folded = unicodedata.normalize("NFKC", ch)
+        out.append(folded)
+        origin.extend([i] * len(folded))
+    return "".join(out), origin
+
+
 def parse_command(text: str) -> Command | None:
-    """The command in a commissioner's message, or None if it is not one."""
-    text = normalize(text)
+    """The command in a commissioner's message, or None if it is not one.
+
+    The command word and case number are read full-width-blind (＃１２ is #12); the text that
+    goes to the farmer is kept exactly as typed, Chinese punctuation included.
+    """
+    folded, origin = _normalize_with_map(text)
+    lead = len(folded) - len(folded.lstrip())
+    body = folded.strip()
     for kind, pattern in PATTERNS:
-        m = pattern.match(text)
+        m = pattern.match(body)
         if m:
             groups = m.groups()
             case_id = int(groups[0]) if groups and groups[0] else None
-            arg = groups[1].strip() if len(groups) > 1 else ""
+            arg = ""
+            if len(groups) > 1 and groups[1] is not None:
+                start = m.start(2) + lead
+                arg = text[origin[start] :].strip() if start < len(origin) else ""
             return Command(kind, case_id, arg)
     return None
 

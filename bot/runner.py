@@ -123,11 +123,21 @@ def rasa_endpoints(settings: Settings, out_dir: Path) -> Path:
     More than one Rasa worker (KTP_RASA_WORKERS) needs shared stores: with the in-memory ones each
     worker would hold its own half of a farmer's conversation.
     """
-    if not settings.redis_url:
-        return ROOT / "endpoints.yml"
-    from urllib.parse import urlsplit
-
     import yaml
+
+    trackers = os.environ.get("KTP_RASA_TRACKER_DB")
+    if not settings.redis_url:
+        if not trackers:
+            return ROOT / "endpoints.yml"
+        # Tests (and second instances) keep their conversations apart from var/'s.
+        doc = yaml.safe_load((ROOT / "endpoints.yml").read_text(encoding="utf-8")) or {}
+        doc["action_endpoint"] = {"url": f"{settings.action_url}/webhook"}
+        doc["tracker_store"] = {"type": "SQL", "dialect": "sqlite", "db": trackers}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"endpoints.{settings.rasa_port}.yml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        return path
+    from urllib.parse import urlsplit
 
     url = urlsplit(settings.redis_url)
     db_index = int((url.path or "/0").lstrip("/") or 0)

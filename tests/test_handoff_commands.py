@@ -112,3 +112,12 @@ def test_not_solved_reopens_the_case(session: Session, sender: RecordingSender) 
     handoff.close(case.id, kiwi, "已解决", session=session)
     fwd = route_farmer_message("farmer-1", "还是没解决", session=session, sender=sender)
     assert fwd is not None and fwd.action == "reopened" and case.status == "assigned"
+
+
+def test_reply_text_reaches_the_farmer_exactly_as_typed() -> None:
+    """Only the command word and number are read full-width-blind; the answer keeps its 「，；」."""
+    from bot.handoff_commands import parse_command
+
+    cmd = parse_command("＃１２　挂防鸟网，网眼2厘米；烂果深埋。")
+    assert cmd is not None and (cmd.kind, cmd.case_id) == ("reply", 12)
+    assert cmd.arg == "挂防鸟网，网眼2厘米；烂果深埋。"

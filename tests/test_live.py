@@ -58,6 +58,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         **os.environ,
         **{k: str(v) for k, v in ports.items()},
         "DATABASE_URL": db_url,
+        # Rasa's conversations too, or a rerun meets the farmer's half-finished form of last time.
+        "KTP_RASA_TRACKER_DB": str(tmp_path_factory.mktemp("rasa") / "trackers.db"),
         "KTP_SIMULATOR": "1",
     }
     log = tmp_path_factory.mktemp("logs") / "run.log"
