@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,17 +19,10 @@ from bot import db
 from bot.models import Message
 from bot.runner import newest_model
 from tests.conftest import free_port
+from tests.live_stack import http_get, port_open, running_stack
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.live
-
-
-def _get(url: str, timeout: float = 3) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def _post_json(url: str, payload: dict, timeout: float = 30) -> dict:
@@ -40,12 +31,6 @@ def _post_json(url: str, payload: dict, timeout: float = 30) -> dict:
     )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -63,40 +48,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         "KTP_SIMULATOR": "1",
     }
     log = tmp_path_factory.mktemp("logs") / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run"], cwd=REPO, env=env, stdout=out, stderr=out
-        )
-    base = f"http://127.0.0.1:{ports['KTP_PORT']}"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"ketepai run exited early:\n{log.read_text()[-3000:]}")
-            if _port_open(ports["KTP_PORT"]) and _get(f"{base}/healthz")[0] == 200:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail(f"stack not healthy in time:\n{log.read_text()[-3000:]}")
+    with running_stack(env, ports["KTP_PORT"], log) as proc:
+        base = f"http://127.0.0.1:{ports['KTP_PORT']}"
         yield {"proc": proc, "base": base, "db_url": db_url, "ports": ports, "log": log}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def test_health_reports_all_parts_up(stack: dict) -> None:
-    status, body = _get(f"{stack['base']}/healthz")
+    status, body = http_get(f"{stack['base']}/healthz")
     assert status == 200
     assert json.loads(body) == {"rasa": "ok", "actions": "ok", "db": "ok"}
 
 
 def test_rasa_api_is_loopback_only_and_needs_the_token(stack: dict) -> None:
     rasa_port = stack["ports"]["RASA_PORT"]
-    status, _ = _get(f"http://127.0.0.1:{rasa_port}/conversations/x/tracker")
+    status, _ = http_get(f"http://127.0.0.1:{rasa_port}/conversations/x/tracker")
     assert status in {401, 403}
 
 
@@ -132,6 +97,6 @@ def test_ctrl_c_stops_all_three(stack: dict) -> None:
     assert proc.wait(timeout=30) == 0
     for name, port in stack["ports"].items():
         deadline = time.monotonic() + 10
-        while _port_open(port) and time.monotonic() < deadline:
+        while port_open(port) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _port_open(port), f"{name} still listening after Ctrl-C"
+        assert not port_open(port), f"{name} still listening after Ctrl-C"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from bot.handoff_models import Case, CaseEvent, Commissioner
 from bot.models import Message
 from bot.runner import newest_model
 from tests.conftest import free_port
-from tests.test_live import _get, _port_open
+from tests.live_stack import http_get, running_stack
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.live
@@ -79,31 +78,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     cli(*"user add --username kiwi --role commissioner --commissioner-openid comm-kiwi".split())
 
     log = tmp_path_factory.mktemp("logs") / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run"], cwd=REPO, env=env, stdout=out, stderr=out
-        )
-    base = f"http://127.0.0.1:{ports['KTP_PORT']}"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"ketepai run exited early:\n{log.read_text()[-3000:]}")
-            if _port_open(ports["KTP_PORT"]) and _get(f"{base}/healthz")[0] == 200:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail(f"stack not healthy in time:\n{log.read_text()[-3000:]}")
+    with running_stack(env, ports["KTP_PORT"], log):
+        base = f"http://127.0.0.1:{ports['KTP_PORT']}"
         engine = db.make_engine(db_url)
         yield {"base": base, "ports": ports, "log": log, "engine": engine}
         engine.dispose()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def send(stack: dict[str, Any], openid: str, text: str) -> str:
@@ -118,7 +97,7 @@ def send(stack: dict[str, Any], openid: str, text: str) -> str:
 
 
 def outbox(stack: dict[str, Any], openid: str) -> list[str]:
-    status, body = _get(f"{stack['base']}/sim/outbox?openid={openid}")
+    status, body = http_get(f"{stack['base']}/sim/outbox?openid={openid}")
     assert status == 200
     return [m.get("content", "") for m in json.loads(body)]
 
@@ -161,7 +140,7 @@ def events(stack: dict[str, Any], case_id: int) -> list[str]:
 
 def rasa_paused(stack: dict[str, Any], openid: str) -> bool:
     port = stack["ports"]["RASA_PORT"]
-    status, body = _get(
+    status, body = http_get(
         f"http://127.0.0.1:{port}/conversations/{openid}/tracker"
         f"?token={RASA_TOKEN}&include_events=NONE"
     )
