@@ -236,6 +236,8 @@ def run(settings: Settings) -> int:
     if model is None:
         print("error: no trained model in models/ (run `make train`)", file=sys.stderr)
         return 2
+    # endpoints.yml keeps Rasa's conversations in var/ whatever DATABASE_URL says.
+    (ROOT / "var").mkdir(exist_ok=True)
     db.upgrade(settings.database_url)
     print("==> knowledge base: " + kb_cli.load_into(settings.database_url), flush=True)
     rasa_token = settings.rasa_token or secrets.token_hex(24)  # never starts with "-" (argparse)
