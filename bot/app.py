@@ -182,7 +182,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     )
     wechat.tokens = AccessTokens(backend, wechat.fetch_token)
     app[WECHAT] = wechat
-    app[OUTBOX] = OutboxSender(sessions, wechat)
+    app[OUTBOX] = OutboxSender(
+        sessions,
+        wechat,
+        templates=settings.templates,
+        public_url=settings.public_base_url
+        or (settings.public_url if settings.simulator else None),
+    )
     app[MEDIA] = MediaFetcher(sessions, wechat, app[MEDIA_DIR])
     app[CONVERSATIONS] = Conversations(
         rasa=app[RASA],

@@ -6,6 +6,7 @@ message fit for the person who tried it) and written as an attributed CaseEvent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -48,6 +49,23 @@ class Sender(Protocol):
 
     def __call__(self, openid: str, text: str, *, session: Session, kind: str) -> str:
         """ "queued" when it will go out; "window_closed", "quota_used" or "failed" when not."""
+        ...
+
+
+class TemplateSender(Protocol):
+    """A Sender that can also reach someone outside the 48 h window (template messages)."""
+
+    def template(
+        self,
+        openid: str,
+        template: str,
+        data: Mapping[str, str],
+        *,
+        session: Session,
+        path: str | None = None,
+        kind: str = "notice",
+    ) -> str:
+        """Queue template `template` ("case" or "reply"); "template" when queued."""
         ...
 
 
@@ -172,6 +190,8 @@ def require_act(actor: Actor, case: Case) -> None:
 
 
 def note(case: Case, who: str, text: str, now: datetime, **extra: Any) -> None:
+    """Append to the case's transcript; an outgoing entry whose `delivery` is not "queued" is
+    held until the farmer writes again (`held_replies`)."""
     entry = {"dir": "out" if who != "farmer" else "in", "who": who, "text": text}
     case.transcript = [*(case.transcript or []), {**entry, "at": now.isoformat(), **extra}]
 
@@ -202,17 +222,120 @@ def open_case_of(openid: str, *, session: Session) -> Case | None:
     ).scalar_one_or_none()
 
 
-def case_summary(case: Case) -> str:
-    """The push a commissioner gets: what, where, and how to answer from WeChat."""
-    what = " · ".join(x for x in (case.crop, case.category, case.county, case.township) if x)
+def _what(case: Case) -> str:
+    return " · ".join(x for x in (case.crop, case.category, case.county, case.township) if x)
+
+
+def case_summary(case: Case, *, for_admin: bool = False) -> str:
+    """The push a commissioner gets: what, where, and how to answer from WeChat; an admin is
+    told that nobody on duty can take it and where to handle it."""
     photos = sum(1 for m in case.media or [] if m.get("kind", "image") == "image")
-    lines = [f"【新求助 #{case.id}】{what or '未说明作物'}"]
+    lines = [f"【新求助 #{case.id}】{_what(case) or '未说明作物'}"]
     if case.symptoms:
         lines.append(f"症状：{case.symptoms[:200]}")
     if photos:
         lines.append(f"照片 {photos} 张（网页上查看）")
-    lines.append(f"回复「接 {case.id}」接单；「#{case.id} 内容」直接回复农户。")
+    if for_admin:
+        lines.append(f"没有值班的特派员能接，请在网页控制台 /console/cases/{case.id} 分派或处理。")
+    else:
+        lines.append(f"回复「接 {case.id}」接单；「#{case.id} 内容」直接回复农户。")
     return "\n".join(lines)
+
+
+def case_template(case: Case, headline: str, remark: str) -> dict[str, str]:
+    """The fields of the "case" template message (to a commissioner or an admin)."""
+    return {
+        "first": headline,
+        "keyword1": f"#{case.id}",
+        "keyword2": (_what(case) or "未说明作物")[:20],
+        "keyword3": (case.symptoms or "")[:20] or "—",
+        "remark": remark,
+    }
+
+
+def reply_template(case: Case) -> dict[str, str]:
+    """The fields of the "reply" template message: the farmer is told an answer waits."""
+    return {
+        "first": f"专家已回复您的求助#{case.id}，回复任意内容查看",
+        "keyword1": f"#{case.id}",
+        "keyword2": "专家已回复",
+        "remark": "回复任意内容查看",
+    }
+
+
+def push_or_template(
+    session: Session,
+    case: Case,
+    sender: Sender,
+    openid: str,
+    text: str,
+    *,
+    kind: str,
+    template: str,
+    data: Mapping[str, str],
+    who: str,
+    path: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Push `text`; if WeChat would refuse it (window closed, quota used), send the template
+    message instead when the sender can. Every refusal is a case event. Returns "queued",
+    "template" or the refusal ("window_closed", "quota_used", "failed")."""
+    delivery = sender(openid, text, session=session, kind=kind)
+    if delivery == "queued":
+        return delivery
+    via = getattr(sender, "template", None)
+    outcome = delivery
+    if callable(via):
+        outcome = via(openid, template, data, session=session, path=path, kind=kind)
+    detail = f"{who}: {delivery}" + ("，已改发模板消息" if outcome == "template" else "，无法通知")
+    event(session, case, SYSTEM, "push_refused", detail, now=now)
+    return outcome
+
+
+def admin_openids(case: Case, *, session: Session) -> list[tuple[str, str]]:
+    """(label, openid) of the admins to push about a case nobody on duty can take: the county's
+    admins bound to WeChat, else the province-level ones."""
+    from bot import roster
+
+    found: list[tuple[str, str]] = []
+    county_level = False
+    for account in roster.admins_for(case.county, session=session):
+        openid = account.wechat_openid or (
+            account.commissioner.openid if account.commissioner is not None else None
+        )
+        if not openid:
+            continue
+        if account.county is None and county_level:
+            break  # the county's own admins are enough
+        county_level = county_level or account.county is not None
+        found.append((f"account:{account.username}", openid))
+    return found
+
+
+def _push_admins(session: Session, case: Case, sender: Sender, now: datetime) -> None:
+    admins = admin_openids(case, session=session)
+    if not admins:
+        event(
+            session,
+            case,
+            SYSTEM,
+            "push_refused",
+            "没有绑定微信的管理员，只能在网页控制台看到",
+            now=now,
+        )
+        return
+    session.flush()
+    text = case_summary(case, for_admin=True)
+    data = case_template(
+        case,
+        f"新求助 #{case.id} 无人可接，请处理",
+        "没有值班的特派员能接这件事，请在网页控制台分派或处理。",
+    )
+    for label, openid in admins:
+        push_or_template(
+            session, case, sender, openid, text, kind="notice", template="case", data=data,
+            who=label, path=f"/console/cases/{case.id}", now=now,
+        )  # fmt: skip
 
 
 def offer(
@@ -223,11 +346,14 @@ def offer(
     sender: Sender | None,
     action: str,
 ) -> None:
-    """Offer a case to the routed commissioner (pushing them its summary), or to an admin."""
+    """Offer a case to the routed commissioner (pushing them its summary, or a template message
+    when their window is closed), or to an admin (pushed the same way)."""
     case.offered_at = now
     if decision.commissioner_id is None:
         case.offered_to, case.offered_to_id, case.needs_admin = None, None, True
         event(session, case, SYSTEM, action, "无人可接，转管理员", now=now)
+        if sender is not None:
+            _push_admins(session, case, sender, now)
         return
     person = session.get(Commissioner, decision.commissioner_id)
     # Both the object and the id, so that permission checks see it before a flush.
@@ -243,4 +369,35 @@ def offer(
     )
     if sender is not None and person is not None:
         session.flush()
-        sender(person.openid, case_summary(case), session=session, kind="notice")
+        data = case_template(
+            case,
+            f"新求助 #{case.id}，请接单",
+            f"回复「接 {case.id}」接单（也可在网页控制台处理）。",
+        )
+        push_or_template(
+            session, case, sender, person.openid, case_summary(case), kind="notice",
+            template="case", data=data, who=f"commissioner:{person.id}",
+            path=f"/console/cases/{case.id}", now=now,
+        )  # fmt: skip
+
+
+def is_held(entry: Mapping[str, Any]) -> bool:
+    """An outgoing transcript entry WeChat refused to push, not yet shown to the farmer."""
+    return entry.get("dir") == "out" and entry.get("delivery") not in (None, "queued", "passive")
+
+
+def held_replies(case: Case) -> list[str]:
+    """The held messages for the farmer, as they will read them (oldest first)."""
+    return [
+        e["text"] if e.get("who") == "system" else f"【专家回复 #{case.id}】{e['text']}"
+        for e in case.transcript or []
+        if is_held(e)
+    ]
+
+
+def mark_held_delivered(case: Case, how: str = "passive") -> None:
+    """The held messages reached the farmer (`how`: "passive" reply or "queued" push)."""
+    case.transcript = [
+        {**e, "delivery": how, "held": e["delivery"]} if is_held(e) else e
+        for e in case.transcript or []
+    ]

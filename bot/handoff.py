@@ -20,13 +20,17 @@ from bot.case_core import (
     aware,
     can_act,
     can_view,
+    case_template,
     event,
     farmer,
     get_case,
+    is_held,
     move,
     note,
     offer,
     open_case_of,
+    push_or_template,
+    reply_template,
     require_act,
     transcript_of,
 )
@@ -112,6 +116,7 @@ class ReplyOutcome:
 
     case: Case
     delivery: str  # the sender's answer: "queued", "window_closed", "quota_used", "failed"
+    notified: bool = False  # held, and the farmer was sent a template message about it
 
     @property
     def delivered(self) -> bool:
@@ -143,10 +148,30 @@ def reply(
     delivery = sender(
         case.farmer_openid, f"【专家回复 #{case.id}】{text}", session=session, kind="commissioner"
     )
-    note(case, actor.label, text, now, delivery=delivery)
-    if delivery != "queued":
-        event(session, case, SYSTEM, "reply_held", delivery, now=now)
-    return ReplyOutcome(case, delivery)
+    if delivery == "queued":
+        note(case, actor.label, text, now, delivery=delivery)
+        return ReplyOutcome(case, delivery)
+    # Kept on the case and shown to the farmer when they next write (a passive reply); they
+    # are told by a template message, which WeChat sends whatever the window.
+    event(session, case, SYSTEM, "reply_held", delivery, now=now)
+    notified = _tell_farmer_reply_waits(session, case, sender, now)
+    note(case, actor.label, text, now, delivery=delivery, notified="template" if notified else None)
+    return ReplyOutcome(case, delivery, notified)
+
+
+def _tell_farmer_reply_waits(session: Session, case: Case, sender: Sender, now: datetime) -> bool:
+    via = getattr(sender, "template", None)
+    if not callable(via):
+        event(
+            session, case, SYSTEM, "push_refused", "farmer: 不能发模板消息，等农户来消息", now=now
+        )
+        return False
+    # Once per waiting spell: a second held reply needs no second template message.
+    if any(e.get("notified") == "template" for e in case.transcript or [] if is_held(e)):
+        return True
+    via(case.farmer_openid, "reply", reply_template(case), session=session, kind="commissioner")
+    event(session, case, SYSTEM, "template_sent", "farmer: 专家已回复，回复任意内容查看", now=now)
+    return True
 
 
 def schedule_visit(
@@ -192,7 +217,18 @@ def close(
     move(session, case, actor, "close", resolution.strip(), now)
     case.resolution, case.closed_at = resolution.strip(), now
     if sender is not None:
-        sender(case.farmer_openid, RATING_PROMPT, session=session, kind="notice")
+        delivery = sender(case.farmer_openid, RATING_PROMPT, session=session, kind="notice")
+        if delivery != "queued":
+            # Held with any held reply: the farmer reads both when they next write.
+            note(case, "system", RATING_PROMPT, now, delivery=delivery)
+            event(
+                session,
+                case,
+                SYSTEM,
+                "push_refused",
+                f"farmer: {delivery}，评分邀请待送达",
+                now=now,
+            )
     return case
 
 
@@ -220,12 +256,13 @@ def reopen(
         decision = routing.route(facts, roster.candidates(session=session, now=now))
         offer(session, case, decision, now, sender, "offered")
     elif sender is not None and holder is not None:
-        sender(
-            holder.openid,
-            f"#{case.id} 农户说问题还没解决，已重新打开。{reason}".strip(),
-            session=session,
-            kind="notice",
-        )
+        headline = f"#{case.id} 农户说问题还没解决，已重新打开"
+        push_or_template(
+            session, case, sender, holder.openid, f"{headline}。{reason}".strip(),
+            kind="notice", template="case",
+            data=case_template(case, headline, "请在网页控制台或公众号里处理。"),
+            who=f"commissioner:{holder.id}", path=f"/console/cases/{case.id}", now=now,
+        )  # fmt: skip
     return case
 
 

@@ -104,6 +104,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
                     role=args.role,
                     county=args.county,
                     commissioner_openid=args.commissioner_openid,
+                    wechat_openid=args.wechat_openid,
                 ).username
             )
         )
@@ -164,6 +165,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     uadd.add_argument("--role", required=True, choices=("admin", "commissioner"))
     uadd.add_argument("--county", help="an admin's county (none: province-level)")
     uadd.add_argument("--commissioner-openid", help="the commissioner this account is")
+    uadd.add_argument(
+        "--wechat-openid",
+        help="an admin's own WeChat openid: pushed about cases nobody on duty can take",
+    )
     uadd.set_defaults(func=cmd_user_add)
 
     cases = sub.add_parser("cases", help="handoff cases").add_subparsers(

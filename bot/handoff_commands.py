@@ -24,10 +24,14 @@ from bot.case_core import (
     Actor,
     HandoffError,
     Sender,
+    case_template,
     event,
     farmer,
+    held_replies,
+    mark_held_delivered,
     note,
     open_case_of,
+    push_or_template,
 )
 from bot.handoff_models import Case
 from bot.roster import utcnow
@@ -152,9 +156,10 @@ def _run(cmd: Command, actor: Actor, session: Session, sender: Sender, now: date
         out = handoff.reply(cid, actor, cmd.arg, session=session, sender=sender, now=now)
         if out.delivered:
             return f"已发给农户（#{cid}）。"
+        told = "已用模板消息通知农户「专家已回复」，" if out.notified else ""
         return (
-            f"#{cid} 农户的微信 48 小时窗口已关闭或今日推送已用完，回复已保存，"
-            "农户下次发消息时会自动送达。"
+            f"#{cid} 农户的微信 48 小时窗口已关闭或推送已用完，回复已保存在求助单上，"
+            f"{told}农户下次发消息时会自动送达。"
         )
     if cmd.kind == "visit":
         handoff.schedule_visit(cid, actor, cmd.arg, session=session, now=now)
@@ -171,37 +176,23 @@ class ForwardResult:
     """What became of a farmer's message during a case."""
 
     case_id: int
-    action: str  # "forwarded", "rated", "reopened"
+    action: str  # "forwarded", "rated", "reopened", "delivered" (held answers of a closed case)
     reply: str | None  # passive reply for the farmer (held answers, or a short note)
     forwarded_to: str | None = None  # the commissioner's openid the message was pushed to
     paused: bool = True  # the bot stays out of the way (Rasa ConversationPaused)
 
 
-def _held(case: Case) -> list[str]:
-    return [
-        e["text"]
-        for e in case.transcript or []
-        if e.get("dir") == "out" and e.get("delivery") not in (None, "queued", "passive")
-    ]
-
-
-def _mark_held_delivered(case: Case) -> None:
-    case.transcript = [
-        {**e, "delivery": "passive"}
-        if e.get("dir") == "out" and e.get("delivery") not in (None, "queued", "passive")
-        else e
-        for e in case.transcript or []
-    ]
-
-
-def _awaiting_rating(openid: str, session: Session, now: datetime) -> Case | None:
-    case = session.execute(
+def _newest_closed(openid: str, session: Session) -> Case | None:
+    return session.execute(
         select(Case)
-        .where(Case.farmer_openid == openid, Case.status == "closed", Case.rating.is_(None))
-        .order_by(Case.closed_at.desc())
+        .where(Case.farmer_openid == openid, Case.status == "closed")
+        .order_by(Case.closed_at.desc(), Case.id.desc())
         .limit(1)
     ).scalar_one_or_none()
-    if case is None or case.closed_at is None:
+
+
+def _awaiting_rating(case: Case | None, now: datetime) -> Case | None:
+    if case is None or case.closed_at is None or case.rating is not None:
         return None
     return case if now - handoff.aware(case.closed_at) <= RATING_WINDOW else None
 
@@ -221,7 +212,16 @@ def route_farmer_message(
     clean = normalize(text or "")
     case = open_case_of(openid, session=session)
     if case is None:
-        done = _awaiting_rating(openid, session, now)
+        closed = _newest_closed(openid, session)
+        if closed is not None and held_replies(closed):
+            # Answers (and the rating request) WeChat would not push when they were written:
+            # the farmer's message opened the window, they read them now.
+            held = held_replies(closed)
+            mark_held_delivered(closed)
+            note(closed, "farmer", clean or "[消息]", now)
+            event(session, closed, handoff.SYSTEM, "reply_delivered", f"{len(held)} 条", now=now)
+            return ForwardResult(closed.id, "delivered", "\n\n".join(held), None, False)
+        done = _awaiting_rating(closed, now)
         if done is None:
             return None
         m = re.fullmatch(r"([1-5])\s*分?", clean)
@@ -245,14 +245,17 @@ def route_farmer_message(
     event(session, case, farmer(openid), "farmer_message", shown, now=now)
     holder = case.commissioner or case.offered_to
     if holder is not None:
-        (sender or _default_sender())(
-            holder.openid, f"#{case.id} 农户：{shown}", session=session, kind="notice"
-        )
-    held = _held(case)
+        push_or_template(
+            session, case, sender or _default_sender(), holder.openid,
+            f"#{case.id} 农户：{shown}", kind="notice", template="case",
+            data=case_template(case, f"#{case.id} 农户发来新消息", shown[:40]),
+            who=f"commissioner:{holder.id}", path=f"/console/cases/{case.id}", now=now,
+        )  # fmt: skip
+    held = held_replies(case)
     if held:
-        _mark_held_delivered(case)
+        mark_held_delivered(case)
         event(session, case, handoff.SYSTEM, "reply_delivered", f"{len(held)} 条", now=now)
-        reply = "\n".join(f"【专家回复 #{case.id}】{t}" for t in held)
+        reply = "\n\n".join(held)
     else:
         reply = f"已转给专家（求助单 #{case.id}），请稍候。"
     return ForwardResult(case.id, "forwarded", reply, holder.openid if holder else None)

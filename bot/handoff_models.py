@@ -46,6 +46,9 @@ class Account(Base):
     role = Column(String(16), nullable=False)  # one of ROLES
     county = Column(String(40))  # null for a province-level admin
     commissioner_id = Column(ForeignKey("commissioners.id"), index=True)
+    # An admin's own WeChat openid: pushed (or sent a template message) about cases that nobody
+    # on duty can take. A commissioner is reached through their roster entry instead.
+    wechat_openid = Column(String(64), index=True)
     active = Column(Boolean, nullable=False, default=True)
     created_at = Column(DateTime(timezone=True), nullable=False)
     last_login_at = Column(DateTime(timezone=True))

@@ -2,10 +2,13 @@
 
 A push is possible for 48 h after the farmer's last message, at most 5 per message; the console
 shows both, and a reply that WeChat would refuse is held (not dropped) until the farmer writes.
+Outside the window people are reached by template messages (`OutboxPush.template`), which the
+outbox sends whatever the window.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -50,6 +53,7 @@ def window_of(openid: str, *, session: Session, now: datetime | None = None) -> 
     sent = session.execute(
         select(func.count(OutboxItem.id)).where(
             OutboxItem.openid == openid,
+            OutboxItem.msgtype == "text",  # template messages do not use the 5 pushes
             OutboxItem.status.in_(("pending", "sending", "sent")),
             OutboxItem.created_at >= last_in,
         )
@@ -57,17 +61,40 @@ def window_of(openid: str, *, session: Session, now: datetime | None = None) -> 
     return Window(last_in + outbox.WINDOW, max(0, outbox.PUSHES_PER_MESSAGE - int(sent)))
 
 
-def outbox_sender(openid: str, text: str, *, session: Session, kind: str) -> str:
-    """A handoff Sender that queues the push in the gateway's durable outbox."""
-    now = utcnow()
-    refusal = outbox.window_refusal(session, openid, now)
-    if refusal is not None:
-        return REFUSALS.get(refusal, "failed")
-    last_in = session.execute(
-        select(Message)
-        .where(Message.openid == openid, Message.direction == "in")
-        .order_by(Message.id.desc())
-        .limit(1)
-    ).scalar_one()
-    outbox.enqueue(session, reply_to=last_in, content=text, source=f"handoff:{kind}", kind=kind)
-    return "queued"
+class OutboxPush:
+    """The handoff's Sender on the gateway's durable outbox: customer-service text within the
+    window, and template messages (`template`) for when the window is closed."""
+
+    def __call__(self, openid: str, text: str, *, session: Session, kind: str) -> str:
+        """Queue a text push; "queued", or why WeChat would refuse it now (nothing queued)."""
+        now = utcnow()
+        refusal = outbox.window_refusal(session, openid, now)
+        if refusal is not None:
+            return REFUSALS.get(refusal, "failed")
+        last_in = session.execute(
+            select(Message)
+            .where(Message.openid == openid, Message.direction == "in")
+            .order_by(Message.id.desc())
+            .limit(1)
+        ).scalar_one()
+        outbox.enqueue(session, reply_to=last_in, content=text, source=f"handoff:{kind}", kind=kind)
+        return "queued"
+
+    def template(
+        self,
+        openid: str,
+        template: str,
+        data: Mapping[str, str],
+        *,
+        session: Session,
+        path: str | None = None,
+        kind: str = "notice",
+    ) -> str:
+        """Queue a template message ("case" or "reply"); "template" when queued."""
+        outbox.enqueue_template(
+            session, openid=openid, template=template, data=data, path=path, kind=kind
+        )
+        return "template"
+
+
+outbox_sender = OutboxPush()

@@ -5,12 +5,21 @@ WeChat allows pushes only within 48 h of the farmer's last message, and at most 
 failures are retried with exponential backoff up to MAX_ATTEMPTS. One farmer's pushes go out in
 order; different farmers' in parallel. Several processes may run a sender: a row is claimed by a
 conditional UPDATE, and a claim that outlives a crashed process expires.
+
+Template messages (msgtype "template") reach people outside that window: a commissioner who has
+not written for 48 h gets a new case, a farmer learns that an answer waits for them. They are
+rows like the rest (durable, retried with the same backoff) but are not bound to the window or
+its 5 pushes, and do not count towards them. A row names the template by role ("case",
+"reply"); the sender maps the role to the WeChat template_id it was configured with
+(WECHAT_TEMPLATE_CASE / WECHAT_TEMPLATE_REPLY), so that the action server needs no WeChat set-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, update
@@ -28,6 +37,12 @@ PUSHES_PER_MESSAGE = 5
 MAX_ATTEMPTS = 8
 CLAIM_FOR = timedelta(seconds=60)
 FINAL = {WINDOW_CLOSED: "expired", QUOTA_USED: "quota"}
+# Template messages: the template is not configured here, WeChat does not know it (40037), the
+# person unfollowed the account (43004) or the openid is not of this account (40003). Retrying
+# cannot help: the row fails at once, with the reason.
+TEMPLATE_UNSET = -2
+TEMPLATE_FINAL = frozenset({TEMPLATE_UNSET, 40003, 40037, 43004, 47001})
+TEMPLATE_ROLES = ("case", "reply")
 
 
 def _now() -> datetime:
@@ -66,6 +81,36 @@ def enqueue(
     return item
 
 
+def enqueue_template(
+    session: Session,
+    *,
+    openid: str,
+    template: str,
+    data: Mapping[str, str],
+    path: str | None = None,
+    kind: str = "notice",
+) -> OutboxItem:
+    """Queue a template message (role `template`: "case" or "reply") in the caller's
+    transaction; `path` (e.g. "/console/cases/12") becomes its link when a public URL is set."""
+    if template not in TEMPLATE_ROLES:
+        raise ValueError(f"unknown template role {template!r}")
+    now = _now()
+    body = {"template": template, "data": dict(data), "path": path}
+    item = OutboxItem(
+        openid=openid,
+        msgtype="template",
+        content=json.dumps(body, ensure_ascii=False),
+        kind=kind,
+        message_id=None,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(item)
+    return item
+
+
 def window_refusal(session: Session, openid: str, now: datetime) -> int | None:
     """45015/45047 when WeChat would refuse a push to `openid` now, else None."""
     last_in = session.execute(
@@ -78,6 +123,7 @@ def window_refusal(session: Session, openid: str, now: datetime) -> int | None:
     sent = session.execute(
         select(func.count(OutboxItem.id)).where(
             OutboxItem.openid == openid,
+            OutboxItem.msgtype == "text",  # template messages do not use the quota
             OutboxItem.status == "sent",
             OutboxItem.sent_at >= last_in,
         )
@@ -101,8 +147,13 @@ class OutboxSender:
         poll_s: float = 1.0,
         base_backoff_s: float = 2.0,
         batch: int = 100,
+        templates: Mapping[str, str] | None = None,
+        public_url: str | None = None,
     ) -> None:
         self._sessions = sessions
+        # Template role ("case", "reply") → WeChat template_id; links are public_url + path.
+        self._templates = {k: v for k, v in (templates or {}).items() if v}
+        self._public_url = public_url.rstrip("/") if public_url else None
         self._wechat = wechat
         self._poll = poll_s
         self._base_backoff = base_backoff_s
@@ -198,22 +249,41 @@ class OutboxSender:
     async def _send_one(self, item_id: int) -> bool:
         """Send one claimed row; True when it reached a final state other than a retry."""
 
-        def load() -> tuple[str, str, int | None]:
+        def load() -> tuple[str, str, str, int | None]:
             with self._sessions() as session:
                 item = session.get(OutboxItem, item_id)
                 assert item is not None
-                return item.openid, item.content, window_refusal(session, item.openid, _now())
+                if item.msgtype == "template":  # not bound to the 48 h window
+                    return item.openid, item.msgtype, item.content, None
+                refusal = window_refusal(session, item.openid, _now())
+                return item.openid, item.msgtype, item.content, refusal
 
-        openid, content, refusal = await asyncio.to_thread(load)
+        openid, msgtype, content, refusal = await asyncio.to_thread(load)
         error: WeChatError | None = None
         if refusal is not None:
             error = WeChatError(refusal, "refused before sending (48 h window / quota)")
         else:
             try:
-                await self._wechat.send_text(openid, content)
+                if msgtype == "template":
+                    await self._send_template(openid, content)
+                else:
+                    await self._wechat.send_text(openid, content)
             except WeChatError as exc:
                 error = exc
         return await asyncio.to_thread(self._settle, item_id, error)
+
+    async def _send_template(self, openid: str, content: str) -> None:
+        try:
+            body = json.loads(content)
+            role, data, path = str(body["template"]), dict(body["data"]), body.get("path")
+        except (ValueError, KeyError, TypeError):
+            raise WeChatError(TEMPLATE_UNSET, "unreadable template row") from None
+        template_id = self._templates.get(role)
+        if not template_id:
+            env = {"case": "WECHAT_TEMPLATE_CASE", "reply": "WECHAT_TEMPLATE_REPLY"}.get(role, role)
+            raise WeChatError(TEMPLATE_UNSET, f"template {role!r} not configured (set {env})")
+        url = f"{self._public_url}{path}" if self._public_url and path else None
+        await self._wechat.send_template(openid, template_id, data, url)
 
     def _settle(self, item_id: int, error: WeChatError | None) -> bool:
         now = _now()
@@ -225,6 +295,9 @@ class OutboxSender:
             item.claimed_until = None
             if error is None:
                 item.status, item.sent_at, item.errcode, item.error = "sent", now, None, None
+            elif item.msgtype == "template" and error.errcode in TEMPLATE_FINAL:
+                item.status, item.errcode, item.error = "failed", error.errcode, str(error)
+                log.error("template message %s to %s refused: %s", item_id, item.openid, error)
             elif error.errcode in FINAL:
                 item.status = FINAL[error.errcode]
                 item.errcode, item.error = error.errcode, str(error)

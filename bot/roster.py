@@ -107,8 +107,11 @@ def add_account(
     role: str,
     county: str | None = None,
     commissioner_openid: str | None = None,
+    wechat_openid: str | None = None,
 ) -> Account:
-    """Create a console account (an existing username gets the new password and role)."""
+    """Create a console account (an existing username gets the new password and role).
+
+    `wechat_openid`: an admin's own WeChat openid, for pushes about cases nobody can take."""
     if role not in ROLES:
         raise RosterError(f"role must be one of {', '.join(ROLES)}")
     commissioner = None
@@ -127,6 +130,8 @@ def add_account(
     account.password_hash = passwords.hash_password(password)
     account.role, account.county = role, county or None
     account.commissioner_id = commissioner.id if commissioner is not None else None
+    if wechat_openid is not None:
+        account.wechat_openid = wechat_openid.strip() or None
     session.flush()
     return account
 

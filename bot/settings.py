@@ -12,6 +12,8 @@ from dotenv import dotenv_values
 # Dev-only credentials, used only when the simulator stands in for WeChat.
 DEV_WECHAT_TOKEN = "ketepai-dev-token"  # noqa: S105 - simulator only
 DEV_APP_ID = "wx0000000000dev00"
+DEV_TEMPLATE_CASE = "ktp-dev-template-case"  # simulator only
+DEV_TEMPLATE_REPLY = "ktp-dev-template-reply"  # simulator only
 DEV_APP_SECRET = "ketepai-dev-secret"  # noqa: S105 - a placeholder for the simulator, not a secret
 DEFAULT_API_BASE = "https://api.weixin.qq.com/cgi-bin/"
 
@@ -73,6 +75,18 @@ class Settings:
     # Handoff: how often unclaimed cases are checked, and how long before one moves on.
     escalate_every_s: float = 60.0
     escalate_after_min: float = 30.0
+    # Template messages reach people outside the 48 h window: a new case for a commissioner
+    # ("case"), an answer waiting for a farmer ("reply"). Unset: such a push fails, recorded.
+    template_case: str | None = None
+    template_reply: str | None = None
+    # The gateway's address as people open it (https://...): template messages link to the case.
+    public_base_url: str | None = None
+
+    @property
+    def templates(self) -> dict[str, str]:
+        """Template role → WeChat template_id, for the roles that are configured."""
+        found = {"case": self.template_case, "reply": self.template_reply}
+        return {k: v for k, v in found.items() if v}
 
     @property
     def rasa_url(self) -> str:
@@ -145,4 +159,9 @@ class Settings:
             rasa_token=merged.get("RASA_TOKEN") or None,
             escalate_every_s=_positive(merged, "KTP_ESCALATE_EVERY_S", 60.0),
             escalate_after_min=_positive(merged, "KTP_ESCALATE_AFTER_MIN", 30.0),
+            template_case=merged.get("WECHAT_TEMPLATE_CASE", "").strip()
+            or (DEV_TEMPLATE_CASE if simulator else None),
+            template_reply=merged.get("WECHAT_TEMPLATE_REPLY", "").strip()
+            or (DEV_TEMPLATE_REPLY if simulator else None),
+            public_base_url=merged.get("KTP_PUBLIC_URL", "").strip().rstrip("/") or None,
         )

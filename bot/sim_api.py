@@ -2,7 +2,8 @@
 
 Like WeChat, a new access_token invalidates the old one (40001 after that); a push is refused
 with 45015 when the farmer has not written in 48 h and 45047 after 5 pushes since their last
-message; media/get answers 40007 for an unknown MediaId.
+message; media/get answers 40007 for an unknown MediaId. Template messages are not bound to the
+window (as on WeChat) and show in the outbox as {"msgtype": "template", "template_id", "data"}.
 """
 
 from __future__ import annotations
@@ -111,6 +112,39 @@ async def cgi_custom_send(request: web.Request) -> web.StreamResponse:
     return _error(0, "ok")
 
 
+async def cgi_template_send(request: web.Request) -> web.StreamResponse:
+    """POST /sim/cgi-bin/message/template/send: a template message. Not bound to the 48 h window
+    or its 5 pushes (as on WeChat); recorded in the outbox as {"msgtype": "template", ...}."""
+    state = request.app[SIM]
+    if not _token_ok(request):
+        return _error(40001, "invalid credential, access_token is invalid or not latest")
+    try:
+        body = json.loads(await request.read())
+        touser, template_id = str(body["touser"]), str(body["template_id"])
+        data = body["data"]
+        if not isinstance(data, dict) or not all(
+            isinstance(v, dict) and "value" in v for v in data.values()
+        ):
+            raise TypeError("data")
+    except (ValueError, KeyError, TypeError):
+        return _error(47001, "data format error")
+    if not template_id.strip():
+        state.calls.append({"api": "message/template/send", "touser": touser, "errcode": 40037})
+        return _error(40037, "invalid template_id")
+    state.calls.append({"api": "message/template/send", "touser": touser, "errcode": 0})
+    state.msg_seq += 1
+    item: dict[str, Any] = {
+        "msgtype": "template",
+        "template_id": template_id,
+        "data": data,
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
+    if body.get("url"):
+        item["url"] = str(body["url"])
+    state.outbox.setdefault(touser, []).append(item)
+    return web.json_response({"errcode": 0, "errmsg": "ok", "msgid": state.msg_seq})
+
+
 async def cgi_media_get(request: web.Request) -> web.StreamResponse:
     """GET /sim/cgi-bin/media/get: the file behind a MediaId, or a JSON error."""
     state = request.app[SIM]
@@ -154,5 +188,6 @@ def setup(app: web.Application) -> None:
     """Mount the fake WeChat API."""
     app.router.add_get("/sim/cgi-bin/token", cgi_token)
     app.router.add_post("/sim/cgi-bin/message/custom/send", cgi_custom_send)
+    app.router.add_post("/sim/cgi-bin/message/template/send", cgi_template_send)
     app.router.add_get("/sim/cgi-bin/media/get", cgi_media_get)
     app.router.add_post("/sim/cgi-bin/menu/create", cgi_menu_create)

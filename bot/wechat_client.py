@@ -101,6 +101,23 @@ class WeChatApi:
         payload = {"touser": openid, "msgtype": "text", "text": {"content": content}}
         await self._call("POST", "message/custom/send", data=_utf8_json(payload))
 
+    async def send_template(
+        self,
+        openid: str,
+        template_id: str,
+        data: dict[str, Any],
+        url: str | None = None,
+    ) -> int | None:
+        """Send a template message (not bound to the 48 h window); WeChat's msgid, if given.
+
+        `data` maps the template's fields to values: {"first": "...", "keyword1": "..."} or
+        already in WeChat's form {"first": {"value": "..."}}.
+        """
+        payload = template_payload(openid, template_id, data, url)
+        answer = await self._call("POST", "message/template/send", data=_utf8_json(payload))
+        msgid = answer.get("msgid")
+        return int(msgid) if isinstance(msgid, int) else None
+
     async def create_menu(self, menu: dict[str, Any]) -> None:
         """Replace the account's custom menu."""
         await self._call("POST", "menu/create", data=_utf8_json(menu))
@@ -134,6 +151,20 @@ class WeChatApi:
                 continue
             raise WeChatError(code or -1, str(data.get("errmsg", "no media in answer")))
         raise WeChatError(-1, "media/get failed")
+
+
+def template_payload(
+    openid: str, template_id: str, data: dict[str, Any], url: str | None = None
+) -> dict[str, Any]:
+    """The body of message/template/send: touser, template_id, data ({field: {"value": v}}),
+    and url when the message should open a page."""
+    fields = {
+        str(k): (dict(v) if isinstance(v, dict) else {"value": str(v)}) for k, v in data.items()
+    }
+    payload: dict[str, Any] = {"touser": openid, "template_id": template_id, "data": fields}
+    if url:
+        payload["url"] = url
+    return payload
 
 
 def _utf8_json(payload: dict[str, Any]) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,12 +21,28 @@ class RecordingSender:
 
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     refuse: str | None = None
+    # (openid, template role, data, path): the template messages sent when a push is refused
+    templates: list[tuple[str, str, dict[str, str], str | None]] = field(default_factory=list)
+    refuse_for: set[str] = field(default_factory=set)  # refuse only these openids
 
     def __call__(self, openid: str, text: str, *, session: Session, kind: str) -> str:
-        if self.refuse:
+        if self.refuse and (not self.refuse_for or openid in self.refuse_for):
             return self.refuse
         self.sent.append((openid, text, kind))
         return "queued"
+
+    def template(
+        self,
+        openid: str,
+        template: str,
+        data: Mapping[str, str],
+        *,
+        session: Session,
+        path: str | None = None,
+        kind: str = "notice",
+    ) -> str:
+        self.templates.append((openid, template, dict(data), path))
+        return "template"
 
     def to(self, openid: str) -> list[str]:
         """Texts pushed to `openid`, oldest first."""

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.case_core import is_held
+
 STYLE = """
 body{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;margin:0;background:#f4f6f4}
 header{background:#2e7d32;color:#fff;padding:.6em 1em;display:flex;gap:1em;align-items:center}
@@ -131,21 +133,44 @@ def queue_page(user: str, csrf: str, waiting: list[Row], mine: list[Row], title:
     return layout("求助单", content, user=user, csrf=csrf)
 
 
+REFUSAL_LABELS = {
+    "window_closed": "农户的 48 小时窗口已关闭",
+    "quota_used": "推送次数已用完",
+    "failed": "推送失败",
+}
+
+
+def _delivery_note(t: dict[str, Any]) -> str:
+    """How an outgoing message fared: waiting for the farmer, or delivered after waiting."""
+    delivery = t.get("delivery")
+    if t.get("dir") != "out" or delivery in (None, "queued"):
+        return ""
+    if delivery == "passive" and t.get("held"):
+        return ' <span class="muted held-done">（农户来消息后已送达）</span>'
+    if not is_held(t):
+        return ""
+    why = REFUSAL_LABELS.get(str(delivery), str(delivery))
+    told = "，已发模板消息通知农户" if t.get("notified") == "template" else ""
+    return f' <span class="err held">（等待农户发消息后送达：{e(why)}{told}）</span>'
+
+
 def case_page(user: str, csrf: str, v: CaseView) -> str:
     """One case: facts, transcript, photos, the WeChat window, actions and history."""
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(val)}</td></tr>" for k, val in v.facts)
     lines = "".join(
         f'<p class="{"in" if t.get("dir") == "in" else "out"}"><span class="muted">'
         f"{e(str(t.get('at', ''))[:16])} {e(t.get('who', ''))}</span><br>{e(t.get('text'))}"
-        + (
-            f' <span class="err">（未送达：{e(t["delivery"])}）</span>'
-            if t.get("delivery") not in (None, "queued", "passive")
-            else ""
-        )
+        + _delivery_note(t)
         + "</p>"
         for t in v.transcript
     )
     photos = "".join(f'<img class="photo" src="{e(u)}" alt="照片">' for u in v.photos)
+    held = sum(1 for t in v.transcript if is_held(t))
+    waiting = (
+        f'<p id="held" class="err">有 {held} 条回复在等农户：农户下次发消息时自动送达。</p>'
+        if held
+        else ""
+    )
     acts = ""
     base = f"/console/cases/{v.id}"
     if v.claimable:
@@ -185,7 +210,7 @@ def case_page(user: str, csrf: str, v: CaseView) -> str:
     )
     content = (
         f'<div class="card"><p id="status">状态：<b>{e(v.status)}</b></p>'
-        f'<p id="window">{e(v.window)}</p><table id="facts">{facts}</table></div>'
+        f'<p id="window">{e(v.window)}</p>{waiting}<table id="facts">{facts}</table></div>'
         f'<div class="card"><h2>对话</h2><div id="transcript">{lines}</div>{photos}</div>'
         f'<div class="card" id="actions">{acts or "<p class=muted>无可用操作</p>"}</div>'
         f'<div class="card"><h2>记录</h2><table id="events">{history}</table></div>'

@@ -88,7 +88,10 @@ def _window_text(deps: Deps, case: Case, session: Session) -> str:
     now = now_utc()
     w = deps.window(case.farmer_openid, session=session, now=now)
     if not w.is_open(now):
-        return "微信 48 小时窗口：已关闭（或推送已用完）。回复会保存，农户下次发消息时送达。"
+        return (
+            "微信 48 小时窗口：已关闭（或推送已用完）。回复会保存在求助单上，并用模板消息通知农户；"
+            "农户下次发消息时送达。"
+        )
     assert w.open_until is not None
     left = w.open_until - now
     hours = int(left.total_seconds() // 3600)
