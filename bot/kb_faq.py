@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.admin_models import FaqEntry
+from bot.kb_models import KbCard
 from bot.kb_store import get_card
 from bot.knowledge import Names
 
@@ -83,9 +84,23 @@ def best_match(text: str, entries: list[tuple[str, list[str]]], at: float = MATC
 
 
 def active_entries(session: Session) -> list[tuple[str, list[str]]]:
-    """(card id, variants) of every active FAQ, oldest first."""
-    rows = session.execute(select(FaqEntry).where(FaqEntry.active).order_by(FaqEntry.id))
+    """(card id, variants) of every active FAQ whose card is published, oldest first.
+
+    A card retired (or sent back to draft) after its FAQ was added must not reach farmers
+    through the FAQ either."""
+    rows = session.execute(
+        select(FaqEntry)
+        .join(KbCard, KbCard.id == FaqEntry.card_id)
+        .where(FaqEntry.active, KbCard.status == "published")
+        .order_by(FaqEntry.id)
+    )
     return [(r.card_id, list(r.variants)) for r in rows.scalars()]
+
+
+def intent_of_category(category: str) -> str | None:
+    """The consultation intent of a card's category (disease → ask_disease)."""
+    intent = f"ask_{category}"
+    return intent if intent in CONSULT_INTENTS else None
 
 
 def clean_variants(texts: list[str]) -> list[str]:
@@ -101,14 +116,24 @@ def clean_variants(texts: list[str]) -> list[str]:
 def add_faq(
     session: Session, *, card_id: str, intent: str, variants: list[str], actor: str
 ) -> FaqEntry:
-    """Store an FAQ (the card must exist); write faq.yml afterwards with `write_file`."""
+    """Store an FAQ (the card must exist and be published; no intent: the card's category's);
+    write faq.yml afterwards with `write_file`."""
     variants = clean_variants(variants)
+    if not variants:
+        raise FaqError("请至少写一个问法（标准问题或其他问法）")
+    if len(variants) > MAX_VARIANTS:
+        raise FaqError(f"问法最多 {MAX_VARIANTS} 条，现在有 {len(variants)} 条")
+    if not card_id:
+        raise FaqError("请选一张答案卡片")
+    card = get_card(session, card_id)
+    if card is None:
+        raise FaqError(f"知识库里没有这张卡片：{card_id}")
+    if card.status != "published":
+        raise FaqError(f"卡片 {card_id}（{card.title}）还没有发布，先在「知识库」页审核发布")
+    if not intent:
+        intent = intent_of_category(card.category) or ""
     if intent not in CONSULT_INTENTS:
-        raise FaqError(f"FAQ 要归到一个咨询意图：{intent}")
-    if not variants or len(variants) > MAX_VARIANTS:
-        raise FaqError(f"问法要有 1 到 {MAX_VARIANTS} 条")
-    if get_card(session, card_id) is None:
-        raise FaqError(f"没有这张知识卡片：{card_id}")
+        raise FaqError(f"请选一个咨询类别（卡片类别「{card.category}」对不上咨询意图）")
     row = FaqEntry(
         card_id=card_id,
         intent=intent,

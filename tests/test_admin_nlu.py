@@ -55,4 +55,5 @@ async def test_label_from_the_inbox(client: TestClient, tmp_path: Path) -> None:
     nlu_inbox.validate(written)
     assert "猕猴桃怎么办</td>" not in await (await client.get("/admin/nlu")).text()
     bad = {"csrf": token, "text": "x", "intent": "no_such_intent"}
-    assert (await client.post("/admin/nlu/label", data=bad)).status == 400
+    resp = await client.post("/admin/nlu/label", data=bad)
+    assert resp.status == 422 and "没有这个意图：no_such_intent" in await resp.text()

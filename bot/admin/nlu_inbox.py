@@ -26,6 +26,29 @@ INBOX_FILE = ROOT / "nlu_data" / "nlu" / "inbox.yml"
 HELDOUT = ROOT / "tests" / "nlu" / "heldout.yml"
 THRESHOLD = 0.6
 INTENT = re.compile(r"[a-z][a-z_]{1,63}")
+# What an admin reads in the pages: the intent's meaning in Chinese (its name in brackets).
+INTENT_LABELS = {
+    "ask_disease": "病害",
+    "ask_pest": "虫害",
+    "ask_cultivation": "栽培管理/品种",
+    "ask_fertilizer": "土壤肥料",
+    "ask_pesticide_use": "农药使用",
+    "ask_storage": "贮藏保鲜/采后",
+    "ask_livestock": "畜禽水产",
+    "request_human": "转人工",
+    "greet": "打招呼",
+    "goodbye": "再见",
+    "thank": "感谢",
+    "affirm": "肯定（是/对）",
+    "deny": "否定（不是/不对）",
+    "inform": "补充信息（作物、地点等）",
+    "rate_service": "评分",
+    "out_of_scope": "与农业无关",
+    "stop": "不问了",
+    "nlu_fallback": "没听懂",
+}
+AUTO = "auto"  # the crop: whichever the text names first (the default)
+NO_CROP = ""  # the crop: none (the admin says the text names no crop)
 _WRITE = threading.Lock()  # one read-modify-write of the file at a time in this process
 
 
@@ -68,12 +91,44 @@ def inbox(*, session: Session, labelled: set[str], limit: int = 100) -> list[Inb
     return items[:limit]
 
 
-def annotate(text: str, names: Names) -> str:
-    """`text` with the first crop and pest/disease name marked as Rasa entities."""
+def intent_label(intent: str | None) -> str:
+    """「病害（ask_disease）」: the Chinese meaning first, the name for the curious."""
+    if not intent:
+        return "—"
+    label = INTENT_LABELS.get(intent)
+    return f"{label}（{intent}）" if label else intent
+
+
+def _forms(table: dict[str, tuple[str, ...]], only: str | None = None) -> list[str]:
+    """Names and aliases of the table (or of one canonical name), longest first."""
+    return sorted(
+        {f for c, al in table.items() if only is None or c == only for f in (c, *al) if f},
+        key=len,
+        reverse=True,
+    )
+
+
+def annotate(text: str, names: Names, crop: str = AUTO) -> str:
+    """`text` with a crop and the first pest/disease name marked as Rasa entities.
+
+    crop: AUTO marks the first crop name found; NO_CROP marks none (the admin says the text
+    names no crop, whatever word looked like one); a canonical crop marks where the text names
+    that crop (by its name or an alias), a LabelError if it does not.
+    """
     out = text.replace("[", "").replace("]", "")
+    if crop not in (AUTO, NO_CROP):
+        if crop not in names.crops:
+            raise LabelError(f"没有这个作物：{crop}")
+        if not any(f in out for f in _forms(names.crops, crop)):
+            raise LabelError(
+                f"这条消息里没有提到「{crop}」（或它的别名），不能标成作物；"
+                "消息里没写作物时请选「消息里没有作物」"
+            )
     for entity, table in (("crop", names.crops), ("pest_disease", names.pests)):
-        forms = sorted({f for c, al in table.items() for f in (c, *al) if f}, key=len, reverse=True)
-        for form in forms:
+        if entity == "crop" and crop == NO_CROP:
+            continue
+        only = crop if entity == "crop" and crop != AUTO else None
+        for form in _forms(table, only):
             at = out.find(form)
             # Not inside an annotation already made (「[猕猴桃](crop)」).
             if at >= 0 and "](" not in out[max(0, at - 1) : at + len(form) + 2]:
@@ -124,21 +179,30 @@ def validate(text: str) -> None:
 
 
 def add_examples(
-    intent: str, texts: list[str], known: set[str], names: Names, path: Path = INBOX_FILE
+    intent: str,
+    texts: list[str],
+    known: set[str],
+    names: Names,
+    path: Path = INBOX_FILE,
+    crop: str = AUTO,
 ) -> int:
     """Append examples of `intent` (one of `known`) to `path`, validated; how many were new."""
     if path.resolve() == HELDOUT.resolve():
         raise LabelError("不能写入留出测试集")
+    if not intent:
+        raise LabelError("请选一个意图")
     if not INTENT.fullmatch(intent) or intent not in known:
         raise LabelError(f"没有这个意图：{intent}")
+    if not any(t.strip() for t in texts):
+        raise LabelError("请至少写一条问法")
     with _WRITE:
-        return _append(intent, texts, names, path)
+        return _append(intent, texts, names, path, crop)
 
 
-def _append(intent: str, texts: list[str], names: Names, path: Path) -> int:
+def _append(intent: str, texts: list[str], names: Names, path: Path, crop: str) -> int:
     examples = read_examples(path)
     have = {_plain(x) for xs in examples.values() for x in xs}
-    new = [annotate(t, names) for t in (" ".join(t.split()) for t in texts) if t]
+    new = [annotate(t, names, crop) for t in (" ".join(t.split()) for t in texts) if t]
     new = [x for x in new if _plain(x) not in have]
     if not new:
         return 0
