@@ -5,11 +5,18 @@ Before Rasa, the handoff (issue 6): a bound commissioner's message is a command
 commissioner (`route_farmer_message`, which also takes the 1–5 rating after closing). While a
 case is open Rasa's conversation is paused (ConversationPaused); after it closes it is resumed.
 Each is recorded with the message in one transaction.
+
+A photo or a WeChat location sent while the consultation form asks for one goes to Rasa as
+`/inform{"photo": "<MediaId>"}` or `/inform{"location": "位置：<county/township>"}` (coarsened,
+without coordinates), so that the form's slot is filled through Rasa and the form moves on; the
+photo is still downloaded and attached to the case. Only then is Rasa's tracker read (one
+request per photo or location, never for a text message); otherwise the fixed reply answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -38,6 +45,9 @@ from bot.wechat import Inbound
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 KEEP_MEDIA = {"image", "voice"}  # video is acknowledged only (media/get gives a URL for it)
+FORM = "consultation_form"
+# Message type → the form slot it can answer.
+FORM_SLOTS = {"image": "photo", "location": "location"}
 # Case events that say what Rasa was last told (so that it is told once, and again after a
 # restart if it was not).
 PAUSED, RESUMED = "bot_paused", "bot_resumed"
@@ -232,6 +242,9 @@ class Conversations:
                 return handled
         if inbound.text:
             return await self._converse(inbound, rec, started)
+        answer = await self._form_answer(inbound)
+        if answer is not None:
+            return await self._converse(inbound, rec, started, text=answer)
         reply = replies.canned_reply(inbound)
         if reply is None:  # 「我的求助」
             reply = await self._db(lambda s: replies.my_cases(s, inbound.openid))
@@ -370,9 +383,37 @@ class Conversations:
             else:
                 self._lanes[openid] = (lock, users - 1)
 
-    async def _converse(self, inbound: Inbound, rec: InboundRecord, started: float) -> str:
-        assert inbound.text is not None
-        task = asyncio.create_task(self._turn(inbound.openid, inbound.text))
+    async def _form_answer(self, inbound: Inbound) -> str | None:
+        """What to tell Rasa when a photo or location answers the form's question now, else
+        None (the fixed reply answers)."""
+        slot = FORM_SLOTS.get(inbound.msg_type)
+        if slot == "photo":
+            value = inbound.media_id
+        elif slot == "location":
+            # As the form reads a shared location: 「位置：<county/township>」, no coordinates.
+            place = place_of(inbound.note)
+            value = f"位置：{place}" if place else None
+        else:
+            return None
+        if not value:
+            return None
+        try:
+            loop, requested = await self._in_lane(
+                inbound.openid, lambda: self._rasa.form_state(inbound.openid)
+            )
+        except Exception as exc:  # Rasa down or Redis trouble: the fixed reply still answers
+            log.warning("could not read the form state of %s: %r", inbound.openid, exc)
+            return None
+        if loop != FORM or requested != slot:
+            return None
+        return "/inform" + json.dumps({slot: value}, ensure_ascii=False)
+
+    async def _converse(
+        self, inbound: Inbound, rec: InboundRecord, started: float, text: str | None = None
+    ) -> str:
+        text = text or inbound.text
+        assert text is not None
+        task = asyncio.create_task(self._turn(inbound.openid, text))
         remaining = max(0.0, self._budget - (time.perf_counter() - started))
         done, _ = await asyncio.wait({task}, timeout=remaining)
         if not done:
@@ -458,6 +499,15 @@ class Conversations:
         """Wait for answers still under way (on shutdown) so that they reach the outbox."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def place_of(note: str | None) -> str | None:
+    """The county/township of a coarsened WeChat location note (「位置：周至县楼观镇（约 …）」),
+    without the coordinates; None when WeChat gave no place name."""
+    if not note or not note.startswith("位置："):
+        return None
+    place = note.removeprefix("位置：").split("（", 1)[0].strip()
+    return place or None
 
 
 def _fill(rec: InboundRecord, turn: BotTurn) -> None:

@@ -87,6 +87,29 @@ class RasaClient:
             for e in latest.get("entities") or []
         ]
 
+    async def form_state(
+        self, sender: str, timeout_s: float = 2.0
+    ) -> tuple[str | None, str | None]:
+        """(active loop, requested slot) of a conversation: which form question it waits on.
+
+        Read only for photos and locations (a text message never asks), so that a photo sent
+        when the consultation form asks for one fills the form's slot. Raises RasaUnavailable.
+        """
+        try:
+            async with self._session.get(
+                f"{self._base}/conversations/{sender}/tracker",
+                params={**self._params, "include_events": "NONE"},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                if resp.status != 200:
+                    raise RasaUnavailable(f"rasa answered HTTP {resp.status}")
+                tracker = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise RasaUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
+        loop = (tracker.get("active_loop") or {}).get("name")
+        slot = (tracker.get("slots") or {}).get("requested_slot")
+        return (str(loop) if loop else None), (str(slot) if slot else None)
+
     async def add_event(self, sender: str, event: dict[str, Any], timeout_s: float = 5.0) -> bool:
         """Append an event (e.g. {"event": "pause"}) to a conversation's tracker; True if done."""
         try:

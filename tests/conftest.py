@@ -112,6 +112,9 @@ class FakeRasa:
     received: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (sender, event)
     token: str = "rasa-secret"
+    # The consultation form's state as the tracker shows it (None: no form is running).
+    active_loop: str | None = None
+    requested_slot: str | None = None
 
     def app(self) -> web.Application:
         async def webhook(request: web.Request) -> web.StreamResponse:
@@ -132,7 +135,12 @@ class FakeRasa:
                 "entities": self.entities,
             }
             return web.json_response(
-                {"sender_id": request.match_info["sender"], "latest_message": latest}
+                {
+                    "sender_id": request.match_info["sender"],
+                    "latest_message": latest,
+                    "active_loop": {"name": self.active_loop} if self.active_loop else {},
+                    "slots": {"requested_slot": self.requested_slot},
+                }
             )
 
         async def status(request: web.Request) -> web.StreamResponse:
