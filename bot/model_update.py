@@ -7,6 +7,9 @@ orchestration is tested with fakes and, in tests/test_model_update_slow.py, with
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import threading
@@ -46,6 +49,9 @@ class Busy(RuntimeError):
     """A training (or a restore) is already under way."""
 
 
+RUNNING = ("validating", "training", "evaluating", "switching")
+
+
 @dataclass
 class Status:
     """What the admin page polls: the phase and, at the end, the figures and the verdict."""
@@ -67,8 +73,63 @@ class Status:
         d = asdict(self)
         end = self.finished_at or time.time()
         d["elapsed_s"] = round(end - self.started_at) if self.started_at else None
-        d["running"] = self.phase in ("validating", "training", "evaluating", "switching")
+        d["running"] = self.phase in RUNNING
         return d
+
+
+class Shared:
+    """The update's lock and status in files, for every gateway process on the machine.
+
+    In production several gateway workers serve /admin: without this, a page polled by another
+    worker showed 「空闲」 during a training, and a second 「重新训练」 there started a second
+    one. The lock is an flock (released by the kernel when its process dies); the status is
+    JSON, replaced atomically. A status that says running while nobody holds the lock is from
+    a process that died mid-update, and is shown as failed.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.lock_path = folder / "model-update.lock"
+        self.status_path = folder / "model-update.json"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the machine-wide lock (False: another process holds it)."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def held_elsewhere(self) -> bool:
+        """Whether some process (another one, or another holder here) holds the lock."""
+        if self._fd is not None:
+            return True
+        if not self.acquire():
+            return True
+        self.release()
+        return False
+
+    def write(self, status: Status) -> None:
+        tmp = self.status_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(status), ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, self.status_path)
+
+    def read(self) -> Status | None:
+        try:
+            raw = json.loads(self.status_path.read_text(encoding="utf-8"))
+            return Status(**raw)
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
 
 
 def _now() -> datetime:
@@ -86,22 +147,51 @@ class Updater:
         *,
         models_dir: Path = ROOT / "models",
         rule: Rule | None = None,
+        shared_dir: Path | None = None,
     ) -> None:
+        """shared_dir: where the lock and the status live for every process (None: this
+        process only, as in the unit tests)."""
         self.trainer, self.server, self.sessions = trainer, server, sessions
         self.models_dir, self.rule = models_dir, rule or Rule()
         self._lock = threading.Lock()  # held for the whole update or restore
         self._state = threading.Lock()
         self._status = Status()
+        self._shared = Shared(shared_dir) if shared_dir is not None else None
 
     def status(self) -> dict[str, Any]:
-        """A copy of the status."""
+        """A copy of the status (the last update's on this machine, whichever process ran it)."""
         with self._state:
-            return self._status.as_dict()
+            if self._shared is None or self._lock.locked():
+                return self._status.as_dict()
+            found = self._shared.read()
+            if found is None:
+                return self._status.as_dict()
+            if found.phase in RUNNING and not self._shared.held_elsewhere():
+                found.phase = "failed"
+                found.detail = "训练所在的网关进程中途退出了，这次更新没有完成；可以重新训练"
+                found.finished_at = found.finished_at or time.time()
+            return found.as_dict()
 
     def _set(self, **changes: Any) -> None:
         with self._state:
             for k, v in changes.items():
                 setattr(self._status, k, v)
+            if self._shared is not None:
+                with contextlib.suppress(OSError):  # the page shows this process's status then
+                    self._shared.write(self._status)
+
+    def _acquire(self, busy: str) -> None:
+        """The lock of this process and, with a shared folder, of the machine; Busy if taken."""
+        if not self._lock.acquire(blocking=False):
+            raise Busy(busy)
+        if self._shared is not None and not self._shared.acquire():
+            self._lock.release()
+            raise Busy(busy + "（另一个网关进程）")
+
+    def _release(self) -> None:
+        if self._shared is not None:
+            self._shared.release()
+        self._lock.release()
 
     def _line(self, phase: str) -> Progress:
         def on_line(line: str, epoch: int | None, epochs: int | None) -> None:
@@ -114,9 +204,9 @@ class Updater:
 
     def start(self, actor: str) -> threading.Thread:
         """Run the update in a daemon thread; Busy if one is running."""
-        if not self._lock.acquire(blocking=False):
-            raise Busy("已经有一次训练在进行")
-        self._status = Status(phase="validating", started_at=time.time())
+        self._acquire("已经有一次训练在进行")
+        self._status = Status()
+        self._set(phase="validating", started_at=time.time())
         thread = threading.Thread(target=self._locked_run, args=(actor,), daemon=True)
         thread.start()
         return thread
@@ -125,13 +215,13 @@ class Updater:
         try:
             self._run(actor)
         finally:
-            self._lock.release()
+            self._release()
 
     def run(self, actor: str) -> dict[str, Any]:
         """The update, in this thread (tests); the final status."""
-        if not self._lock.acquire(blocking=False):
-            raise Busy("已经有一次训练在进行")
-        self._status = Status(phase="validating", started_at=time.time())
+        self._acquire("已经有一次训练在进行")
+        self._status = Status()
+        self._set(phase="validating", started_at=time.time())
         self._locked_run(actor)
         return self.status()
 
@@ -214,8 +304,7 @@ class Updater:
 
     def restore(self, actor: str, switch_id: int) -> Path:
         """Load the model a recorded switch replaced (newest again on disk); recorded."""
-        if not self._lock.acquire(blocking=False):
-            raise Busy("训练进行中，稍后再恢复")
+        self._acquire("训练进行中，稍后再恢复")
         try:
             with self.sessions()() as session:
                 row = session.get(ModelSwitch, switch_id)
@@ -228,7 +317,7 @@ class Updater:
             self._record(actor, "restore", current, target, None, None, None, f"撤回 #{switch_id}")
             return target
         finally:
-            self._lock.release()
+            self._release()
 
 
 def history(session: Session, limit: int = 20) -> list[ModelSwitch]:

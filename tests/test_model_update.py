@@ -15,7 +15,7 @@ from bot import db
 from bot.admin_models import ModelSwitch
 from bot.model_eval import Figures, Gold, compare, entity_f1, figures, intent_figures, load_gold
 from bot.model_rasa import epoch_of
-from bot.model_update import Busy, Updater
+from bot.model_update import Busy, Shared, Status, Updater
 
 
 def fig(macro: float, acc: float = 0.9, crop: float = 0.9, **recall: float) -> Figures:
@@ -221,3 +221,34 @@ def test_the_previous_model_can_be_restored(setup: Any) -> None:
     assert newest.name == "old.tar.gz"  # `make run` starts with it as well
     last = _rows(sessions)[-1]
     assert last.action == "restore" and last.to_model.endswith("old.tar.gz")
+
+
+def test_gateway_workers_share_the_lock_and_the_status(setup: Any, tmp_path: Path) -> None:
+    """Two gateway processes (KTP_GATEWAY_WORKERS) see one update: one lock, one status."""
+    make, _, _ = setup
+    shared = tmp_path / "var"
+    a, trainer, _ = make(fig(0.9))
+    b, _, _ = make(fig(0.9))
+    a._shared, b._shared = Shared(shared), Shared(shared)
+    assert b.status()["phase"] == "idle"
+    trainer.gate = threading.Event()
+    thread = a.start("account:a")
+    with pytest.raises(Busy):
+        b.start("account:b")  # the other worker: refused, not a second training
+    st = b.status()
+    assert st["running"] and st["phase"] in ("validating", "training")
+    trainer.gate.set()
+    thread.join(5)
+    assert b.status()["phase"] == "done" and b.status()["to_model"].endswith("new.tar.gz")
+
+
+def test_an_update_whose_process_died_shows_as_failed(setup: Any, tmp_path: Path) -> None:
+    make, _, _ = setup
+    shared = Shared(tmp_path / "var")
+    shared.lock_path.parent.mkdir()
+    shared.write(Status(phase="training", started_at=1.0, epoch=3, epochs=60))  # nobody holds it
+    updater, _, _ = make(fig(0.9))
+    updater._shared = shared
+    st = updater.status()
+    assert st["phase"] == "failed" and not st["running"] and "中途退出" in st["detail"]
+    assert updater.run("account:a")["phase"] == "done"  # and a new update may start

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy.orm import Session
 
+from bot import model_update
 from bot.admin import pages
 from bot.console.auth import Login, check_csrf
 from bot.console.deps import DEPS, run_db
@@ -59,7 +60,8 @@ def real_updater(app: web.Application) -> Updater:
     settings = app[gateway.SETTINGS] if gateway.SETTINGS in app else Settings.from_env()
     deps = app[DEPS]
     server = RasaModelApi(settings.rasa_url, settings.rasa_token)
-    return Updater(RasaTrainer(), server, deps.sessions)
+    # var/: one lock and one status for every gateway worker (KTP_GATEWAY_WORKERS).
+    return Updater(RasaTrainer(), server, deps.sessions, shared_dir=model_update.ROOT / "var")
 
 
 def _updater(request: web.Request) -> Updater:
