@@ -197,3 +197,22 @@ async def test_logout_ends_the_session(client: TestClient) -> None:
     assert resp.status == 303
     resp = await client.get("/console/", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/console/login"
+
+
+async def test_a_reply_held_for_a_quiet_farmer_shows_as_waiting(
+    client: TestClient, sender: RecordingSender, sessions: Any
+) -> None:
+    token = await login(client, "wang")
+    await client.post("/console/cases/1/claim", data={"csrf": token})
+    sender.refuse, sender.refuse_for = "window_closed", {"farmer-1"}
+    resp = await client.post("/console/cases/1/reply", data={"csrf": token, "text": "先剪病叶"})
+    page = await resp.text()
+    assert resp.status == 200 and "先剪病叶" in page
+    assert "等待农户发消息后送达" in page and "已发模板消息通知农户" in page
+    assert 'id="held"' in page and "有 1 条回复在等农户" in page
+    assert [(o, role) for o, role, _, _ in sender.templates] == [("farmer-1", "reply")]
+    with sessions() as session:
+        acts = list(
+            session.execute(select(CaseEvent.action).where(CaseEvent.case_id == 1)).scalars()
+        )
+    assert "reply_held" in acts and "template_sent" in acts
