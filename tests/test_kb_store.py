@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from bot import db
+from bot import db, kb_live
 from bot.kb_import import import_pestdb, measure_kind
 from bot.kb_live import LiveKnowledge
 from bot.kb_models import KbCard
@@ -65,8 +67,77 @@ def test_a_newly_published_card_is_answered_without_a_restart(any_db_url: str) -
             .where(KbCard.id == "kiwi-canker")
             .values(status="published", updated_at=utcnow())
         )
+    kb.current()  # sees the change and re-indexes in the background
+    assert kb.settle(timeout=60)
     best = kb.current().retriever.search(text="枝干流红水", crop="猕猴桃", pest=None, category=None)
     assert best.best is not None and best.best.card.id == "kiwi-canker"
+    engine.dispose()
+
+
+def test_the_rebuild_is_off_the_request_path(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a new index is built, questions are answered at once from the old one; the new
+    index is swapped in whole when ready; a failed build keeps the old index."""
+    db.upgrade(sqlite_url)
+    engine = db.make_engine(sqlite_url)
+    sessions = db.make_sessionmaker(engine)
+    with sessions() as s, s.begin():
+        load_curated(s)
+        s.execute(update(KbCard).where(KbCard.id == "kiwi-canker").values(status="draft"))
+    kb = LiveKnowledge(sqlite_url, check_every_s=0.0)
+    old = kb.current()  # the first index is built on the caller's thread: nothing to answer yet
+    assert old.from_db and "kiwi-canker" not in {c.id for c in old.retriever.cards}
+
+    gate, started, builds = threading.Event(), threading.Event(), []
+    real = kb_live.Retriever
+
+    class SlowRetriever(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kw: object) -> None:
+            builds.append(threading.current_thread().name)
+            started.set()
+            assert gate.wait(30), "test gate never opened"
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(kb_live, "Retriever", SlowRetriever)
+    with sessions() as s, s.begin():
+        s.execute(
+            update(KbCard)
+            .where(KbCard.id == "kiwi-canker")
+            .values(status="published", updated_at=utcnow())
+        )
+    t0 = time.perf_counter()
+    during = [kb.current() for _ in range(20)]
+    assert started.wait(10)
+    during += [kb.current() for _ in range(20)]
+    assert time.perf_counter() - t0 < 1.0  # nobody waited for the build
+    assert all(s is old for s in during)
+    hit = during[-1].retriever.search(text="猕猴桃叶子上有褐色斑点", crop="猕猴桃", pest=None,
+                                      category="disease").best  # fmt: skip
+    assert hit is not None and hit.card.id == "kiwi-brown-spot"  # the old index still answers
+    assert builds == ["kb-rebuild"]  # one background build, however many requests came
+    gate.set()
+    assert kb.settle(timeout=60)
+    new = kb.current()
+    assert new is not old and new.signature != old.signature
+    assert "kiwi-canker" in {c.id for c in new.retriever.cards}
+
+    class BrokenRetriever(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kw: object) -> None:
+            raise MemoryError("no room for the index")
+
+    monkeypatch.setattr(kb_live, "Retriever", BrokenRetriever)
+    with sessions() as s, s.begin():
+        s.execute(update(KbCard).where(KbCard.id == "kiwi-canker").values(updated_at=utcnow()))
+    assert kb.current() is new  # starts the (failing) rebuild
+    kb.check_every_s = 3600.0  # no further check until the test says so
+    assert kb.settle(timeout=60)
+    assert kb.current() is new  # the failed build left the working index in place
+    monkeypatch.setattr(kb_live, "Retriever", real)
+    kb.check_every_s = 0.0
+    assert kb.current() is new  # the next check tries again...
+    assert kb.settle(timeout=60)
+    assert kb.current() is not new  # ...and this time it worked
     engine.dispose()
 
 
