@@ -104,7 +104,7 @@ test: lint validate test-py e2e ## set up, then every test
 	@echo "==> all tests passed"
 
 kb-report: $(VENV)/.installed ## knowledge-base benchmark: precision, answered, handed over, latency p95
-	$(PY) -m bench.kb_report
+	$(PY) -m bench.kb_report $(addprefix --questions ,$(QUESTIONS))
 
 # The pipeline in use first (held-out, time, memory and latency are measured on it), then the
 # candidates it was compared with. CPU-heavy (5 trainings per pipeline, 10-25 min each on 2

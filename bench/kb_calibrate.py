@@ -1,116 +1,179 @@
-"""Fit the reranker and the confidence calibration on the DEV tuning set; check on the guard set.
+"""Fit the reranker and the confidence calibration on the dev sets, with cross-validated figures.
 
-    .venv/bin/python -m bench.kb_calibrate      # prints RERANK, CALIBRATION and a threshold table
+    .venv/bin/python -m bench.kb_calibrate          # CV table, then the constants to paste
+    .venv/bin/python -m bench.kb_calibrate --show   # constants only
 
-The reranker is a logistic regression over the first-stage pool of each question (one row per
-candidate card, 1 for the card that answers it), fitted on tests/kb/dev_questions.yml. The
-calibration (logistic on the top probability and its margin over the runner-up) is fitted on
-out-of-fold reranker probabilities of the same set, so it is not fooled by the reranker having
-seen the questions. tests/kb/dev_check.yml is only measured. Never run on tests/kb/questions.yml:
-that set measures, it does not tune.
+Data: every question of the three dev sets (tests/kb/dev_questions.yml, dev_check.yml and the old
+questions.yml), one pool of first-stage candidates each. The reranker is a pointwise logistic
+regression (one row per candidate, 1 for a card that answers the question: `card`, `also` or
+`alt`); the calibration is a logistic regression of "the top card is right" on the top
+probability and its margin over the runner-up, fitted on out-of-fold reranker probabilities.
+
+The figures printed are cross-validated: the questions are split into FOLDS folds (the same
+split every run); each fold is answered with a reranker and a calibration fitted on the other
+folds only, and the table shows, per set and threshold, what those out-of-fold answers score.
+Those are the figures to quote; train-set figures are not printed. The held-out set
+(tests/kb/holdout.yml) is never read here.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from bench.kb_eval import DEV, DEV_CHECK, load_questions, metrics, run
+from bench.kb_eval import DEV_SETS, Scored, label, load_questions, metrics, right_cards
 from bot import kb_search
-from bot.kb_search import FEATURES, Retriever
+from bot.kb_search import FEATURES, Pool, Retriever
 from bot.knowledge import Names, load_cards, load_names
 
 C_RERANK = 1.0
+C_CALIBRATION = 10.0
 FOLDS = 5
+INNER_FOLDS = 4
+THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+CLARIFY_AT = 0.3
 
 
-def pools(
-    retriever: Retriever, names: Names, questions: list[dict[str, Any]]
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per question: the pool's feature rows and 0/1 labels (1 = the card that answers it)."""
+@dataclass
+class Item:
+    """One dev question, its set and its first-stage pool."""
+
+    q: dict[str, Any]
+    source: str
+    pool: Pool | None
+    labels: np.ndarray  # 1.0 per pool row that is a right card
+
+
+def items(retriever: Retriever, names: Names) -> list[Item]:
+    """Every dev question with its pool, as the action sees it (file's crop/category = NLU)."""
     out = []
-    for q in questions:
-        text = str(q["q"])
-        crop = q.get("crop") or names.find_crop(text)
-        crop = names.canonical_crop(str(crop)) or crop if crop else None
-        pool = retriever.pool(
-            text=text, crop=crop, pest=names.find_pest(text), category=q.get("category")
-        )
-        if pool is None:
-            out.append((np.zeros((0, len(FEATURES))), np.zeros(0)))
-            continue
-        ids = [retriever.cards[int(i)].id for i in pool.idx]
-        out.append((pool.x, np.array([float(i == q.get("card")) for i in ids])))
+    for path in DEV_SETS:
+        for q in load_questions(path):
+            text = str(q["q"])
+            crop = q.get("crop") or names.find_crop(text)
+            crop = names.canonical_crop(str(crop)) or crop if crop else None
+            pool = retriever.pool(
+                text=text, crop=crop, pest=names.find_pest(text), category=q.get("category")
+            )
+            want = right_cards(q)
+            labels = (
+                np.array([float(retriever.cards[int(i)].id in want) for i in pool.idx])
+                if pool is not None
+                else np.zeros(0)
+            )
+            out.append(Item(q, label(path), pool, labels))
     return out
 
 
-def fit_rerank(data: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, ...]:
+def fit_rerank(data: list[Item]) -> tuple[float, ...]:
     """Intercept and weights of the pointwise logistic reranker."""
-    x = np.vstack([d[0] for d in data if len(d[1])])
-    y = np.concatenate([d[1] for d in data if len(d[1])])
-    model = LogisticRegression(C=C_RERANK, max_iter=2000).fit(x, y)
+    x = np.vstack([d.pool.x for d in data if d.pool is not None])
+    y = np.concatenate([d.labels for d in data if d.pool is not None])
+    model = LogisticRegression(C=C_RERANK, max_iter=5000).fit(x, y)
     return (float(model.intercept_[0]), *(float(v) for v in model.coef_[0]))
 
 
 def top_features(
-    data: list[tuple[np.ndarray, np.ndarray]], rerank: tuple[float, ...]
+    data: list[Item], rerank: tuple[float, ...]
 ) -> tuple[list[list[float]], list[int]]:
     """For each question with a pool: [top probability, margin] and whether the top is right."""
     x, y = [], []
-    for feats, labels in data:
-        if not len(labels):
+    for d in data:
+        if d.pool is None:
             continue
-        p = 1.0 / (1.0 + np.exp(-(rerank[0] + feats @ np.asarray(rerank[1:]))))
+        p = 1.0 / (1.0 + np.exp(-(rerank[0] + d.pool.x @ np.asarray(rerank[1:]))))
         order = np.argsort(-p, kind="stable")
         second = p[order[1]] if len(order) > 1 else 0.0
         x.append([float(p[order[0]]), float(p[order[0]] - second)])
-        y.append(int(labels[order[0]]))
+        y.append(int(d.labels[order[0]]))
     return x, y
 
 
-def main() -> int:
-    """Fit on the tuning set, print the constants, then the figures on both dev sets."""
-    names = load_names()
-    retriever = Retriever(load_cards(), names)
-    tune = load_questions(DEV)
-    data = pools(retriever, names, tune)
+def fit(data: list[Item], seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Reranker on all of `data`; calibration on out-of-fold reranker probabilities of it."""
     rerank = fit_rerank(data)
-    # Out-of-fold probabilities for the calibration.
-    rng = np.random.default_rng(0)
-    fold = rng.permutation(len(data)) % FOLDS
+    fold = np.random.default_rng(seed).permutation(len(data)) % INNER_FOLDS
     cx: list[list[float]] = []
     cy: list[int] = []
-    for f in range(FOLDS):
+    for f in range(INNER_FOLDS):
         w = fit_rerank([d for d, g in zip(data, fold, strict=True) if g != f])
         x, y = top_features([d for d, g in zip(data, fold, strict=True) if g == f], w)
         cx += x
         cy += y
-    cal = LogisticRegression(C=10.0).fit(np.array(cx), np.array(cy))
-    calibration = (float(cal.intercept_[0]), *(float(v) for v in cal.coef_[0]))
-    print("RERANK = (" + ", ".join(f"{v:.2f}" for v in rerank) + ")")
-    for name, v in zip(("intercept", *FEATURES), rerank, strict=True):
-        print(f"  {name:12} {v:+.2f}")
-    print("CALIBRATION = (" + ", ".join(f"{v:.2f}" for v in calibration) + ")")
-    if "--show" in sys.argv:
-        return 0
-    kb_search.RERANK = tuple(round(v, 2) for v in rerank)
-    kb_search.CALIBRATION = tuple(round(v, 2) for v in calibration)  # type: ignore[assignment]
-    for path in (DEV, DEV_CHECK):
-        scored = run(retriever, names, load_questions(path))
-        print(f"{path.name}:")
-        for at in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8):
-            m = metrics(scored, at, 0.3)
+    cal = LogisticRegression(C=C_CALIBRATION).fit(np.array(cx), np.array(cy))
+    return rerank, (float(cal.intercept_[0]), *(float(v) for v in cal.coef_[0]))
+
+
+def cross_validated(retriever: Retriever, data: list[Item]) -> dict[str, list[Scored]]:
+    """Each question answered by constants fitted without its fold, grouped by set."""
+    fold = np.random.default_rng(1).permutation(len(data)) % FOLDS
+    out: dict[str, list[Scored]] = {}
+    for f in range(FOLDS):
+        train = [d for d, g in zip(data, fold, strict=True) if g != f]
+        rerank, cal = fit(train)
+        for d, g in zip(data, fold, strict=True):
+            if g == f:
+                result = retriever.rank(d.pool, rerank=rerank, calibration=cal)
+                out.setdefault(d.source, []).append(Scored(d.q, result))
+    return out
+
+
+def table(scored: dict[str, list[Scored]]) -> None:
+    """Per set (and all together) and threshold: the out-of-fold figures."""
+    groups = {**scored, "all dev": [s for v in scored.values() for s in v]}
+    for name, rows in groups.items():
+        print(f"{name} ({len(rows)} questions), {FOLDS}-fold cross-validated:")
+        for at in THRESHOLDS:
+            m = metrics(rows, at, CLARIFY_AT)
             print(
                 f"  answer>={at:.2f}: precision {m['precision']:.3f} answered "
                 f"{m['answered']:.3f} clarified {m['clarified']:.3f} (right card in it "
                 f"{m['clarify_contains_right_card']:.3f}) handed over {m['handed_over']:.3f} "
                 f"top1 {m['top1_accuracy_answerable']:.3f}"
             )
+
+
+def main(argv: list[str]) -> int:
+    """CV figures, then the constants fitted on every dev question."""
+    names = load_names()
+    retriever = Retriever(load_cards(), names)
+    data = items(retriever, names)
+    if "--show" not in argv:
+        table(cross_validated(retriever, data))
+    rerank, cal = fit(data)
+    print("RERANK = (" + ", ".join(f"{v:.2f}" for v in rerank) + ")")
+    for name, v in zip(("intercept", *FEATURES), rerank, strict=True):
+        print(f"  {name:12} {v:+.2f}")
+    print("CALIBRATION = (" + ", ".join(f"{v:.2f}" for v in cal) + ")")
+    if "--write" in argv:
+        write(rerank, cal)
     return 0
 
 
+def write(rerank: tuple[float, ...], cal: tuple[float, ...]) -> None:
+    """Put the fitted constants into bot/kb_search.py."""
+    path = kb_search.__file__
+    with open(path, encoding="utf-8") as f:
+        src = f.read()
+    body = "".join(f"    {v:.2f},\n" for v in rerank)
+    src, n1 = re.subn(
+        r"RERANK: tuple\[float, \.\.\.\] = \(\n(?:    -?[0-9.]+,\n)+\)",
+        lambda _: f"RERANK: tuple[float, ...] = (\n{body})",
+        src,
+    )
+    line = "CALIBRATION = (" + ", ".join(f"{v:.2f}" for v in cal) + ")"
+    src, n2 = re.subn(r"CALIBRATION = \([^)]*\)", lambda _: line, src, count=1)
+    if n1 != 1 or n2 != 1:
+        raise SystemExit(f"{path}: RERANK/CALIBRATION not found, nothing written")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(src)
+    print(f"written to {path}")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

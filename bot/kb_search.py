@@ -32,25 +32,26 @@ W_NAME, W_BODY, W_PEST, W_CATEGORY, W_CROP, W_CURATED = 0.45, 0.35, 0.5, 0.15, 0
 POOL = 10
 FEATURES = (
     "raw", "name", "sqrt_body", "pest_hit", "category", "crop_exact", "no_crop", "other_shelf",
-    "gap_to_best", "gap_to_next", "query_cover", "query_oov", "curated",
+    "gap_to_best", "gap_to_next", "query_cover", "query_oov", "curated", "only_of_category",
 )  # fmt: skip
 RERANK: tuple[float, ...] = (
-    -6.60,
-    1.98,
-    0.77,
-    2.82,
-    0.28,
-    2.23,
-    1.68,
-    -0.98,
-    -0.70,
-    -4.99,
-    2.17,
-    1.52,
-    -0.67,
+    -6.93,
+    2.43,
+    -0.17,
+    4.38,
+    0.94,
+    2.43,
+    1.41,
+    -1.21,
+    -0.20,
+    -5.74,
+    1.33,
+    1.58,
+    -0.23,
     0.00,
+    1.76,
 )
-CALIBRATION = (-1.60, 5.03, 1.71)  # intercept, top probability, margin
+CALIBRATION = (-2.30, 5.55, 1.84)  # intercept, top probability, margin
 
 
 @lru_cache(maxsize=1)
@@ -81,6 +82,34 @@ def grams(text: str) -> list[str]:
 def words(text: str) -> list[str]:
     """jieba words of two characters or more, marked so they never collide with bigrams."""
     return ["w:" + w for w in _jieba().lcut(text, HMM=False) if len(w) >= 2 and w.strip()]
+
+
+# Plant and fruit parts every crop has: in a card's *name* (「果子小」「叶子发黄」) they say
+# nothing about which problem it is, so they never count as the question naming the card (a
+# kiwifruit question about birds pecking 果子 is no evidence for 疏果 「果子小」). They still
+# count in the body text.
+GENERIC_TERMS = frozenset(
+    t
+    for w in (
+        "果子 叶子 叶片 果实 树叶 枝条 树干 树枝 苗子 秧子 植株 茎秆 秆子 根系 树上 叶上 果上 "
+        "叶面 果面 枝上 长了 有了 好多 很多 一些"
+    ).split()
+    for t in (w, "w:" + w)
+)
+
+
+def name_terms(form: str) -> list[str]:
+    """The terms of a card's name or alias that identify it (generic part words left out)."""
+    return [t for t in grams(form) + words(form) if t not in GENERIC_TERMS]
+
+
+def _without(form: str, crop_forms: list[str]) -> str:
+    """`form` without the crop names in it, unless nothing else is left."""
+    out = form
+    for crop in crop_forms:
+        if crop in out:
+            out = out.replace(crop, " ")
+    return out if out.strip() else form
 
 
 def query_terms(text: str) -> list[str]:
@@ -118,10 +147,10 @@ def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 
 
-def calibrate(p_top: float, margin: float) -> float:
+def calibrate(p_top: float, margin: float, calibration: tuple[float, ...] | None = None) -> float:
     """P(the top card is right) from the reranker's probability for it and its margin over the
     runner-up's."""
-    b0, b1, b2 = CALIBRATION
+    b0, b1, b2 = CALIBRATION if calibration is None else calibration
     return float(_sigmoid(b0 + b1 * p_top + b2 * margin))
 
 
@@ -149,10 +178,16 @@ class Retriever:
         lengths = []
         form_rows, form_cols, form_card = [], [], []
         n_forms = 0
+        # Crop names come out of name forms as they come out of questions (`_strip_crop`):
+        # 「萝卜空心」 is the form 「空心」 on the 萝卜 shelf, fully named by 「萝卜切开空心了」.
+        crop_forms = sorted(
+            {f for c, a in (names.crops.items() if names else ()) for f in (c, *a) if f},
+            key=len,
+            reverse=True,
+        )
         for i, card in enumerate(self.cards):
             forms = [f for f in dict.fromkeys((card.topic, *card.aliases)) if f]
-            name_terms = [t for f in forms for t in grams(f) + words(f)]
-            body = grams(card.searchable_text()) + name_terms
+            body = grams(card.searchable_text()) + [t for f in forms for t in grams(f) + words(f)]
             counts: dict[int, int] = {}
             for t in body:
                 j = vocab.setdefault(t, len(vocab))
@@ -162,7 +197,7 @@ class Retriever:
             vals.extend(counts.values())
             lengths.append(len(body))
             for form in forms:
-                for t in set(grams(form) + words(form)):
+                for t in set(name_terms(_without(form, crop_forms))):
                     form_rows.append(n_forms)
                     form_cols.append(vocab.setdefault(t, len(vocab)))
                 form_card.append(i)
@@ -191,6 +226,13 @@ class Retriever:
             for crop in c.crops:
                 self.by_crop.setdefault(crop, []).append(i)
         self.categories = np.array([c.category for c in self.cards] or [""])
+        # How many cards each (crop, category) has: a question about a crop's only storage card
+        # needs less textual evidence than one among its twenty disease cards.
+        self.per_shelf_category: dict[tuple[str, str], int] = {}
+        for c in self.cards:
+            for crop in c.crops:
+                key = (crop, c.category)
+                self.per_shelf_category[key] = self.per_shelf_category.get(key, 0) + 1
         self.curated = np.array([c.origin == "curated" for c in self.cards] or [False], dtype=bool)
         self.pest_of: dict[str, list[int]] = {}
         for i, c in enumerate(self.cards):
@@ -268,6 +310,14 @@ class Retriever:
         oov = 1.0 - len(terms) / len(all_terms) if all_terms else 1.0
         r = raw[top]
         nxt = np.append(r[1:], 0.0)
+        only = np.zeros(len(top))
+        if crop and category:
+            shelves = [crop, *(self.names.groups_of(crop) if self.names else [])]
+            n_cat = sum(self.per_shelf_category.get((s, category), 0) for s in shelves)
+            if n_cat == 1:
+                on_shelf = np.zeros(n, dtype=bool)
+                on_shelf[[i for s in shelves for i in self.by_crop.get(s, [])]] = True
+                only = (cat & on_shelf)[top].astype(float)
         x = np.column_stack(
             [
                 r,
@@ -283,6 +333,7 @@ class Retriever:
                 qcover,
                 np.full(len(top), oov),
                 self.curated[top],
+                only,
             ]
         ).astype(np.float64)
         return Pool(top, r, name[top], body[top], x)
@@ -298,10 +349,23 @@ class Retriever:
     ) -> Result:
         """The `k` best cards for the question, with the confidence in the first."""
         pool = self.pool(text=text, crop=crop, pest=pest, category=category)
+        return self.rank(pool, k=k)
+
+    def rank(
+        self,
+        pool: Pool | None,
+        *,
+        k: int = 3,
+        rerank: tuple[float, ...] | None = None,
+        calibration: tuple[float, ...] | None = None,
+    ) -> Result:
+        """The second stage: the pool reranked, its top `k` and the calibrated confidence
+        (with the fitted constants, or those given, as bench/kb_calibrate.py does in CV)."""
         if pool is None:
             return Result((), 0.0)
-        w = np.asarray(RERANK[1:], dtype=np.float64)
-        p = np.asarray(_sigmoid(RERANK[0] + pool.x @ w))
+        rr = RERANK if rerank is None else rerank
+        w = np.asarray(rr[1:], dtype=np.float64)
+        p = np.asarray(_sigmoid(rr[0] + pool.x @ w))
         order = np.argsort(-p, kind="stable")[: max(k, 2)]
         cands = tuple(
             Candidate(
@@ -314,4 +378,4 @@ class Retriever:
             for j in order
         )
         margin = cands[0].p - (cands[1].p if len(cands) > 1 else 0.0)
-        return Result(cands[:k], calibrate(cands[0].p, margin))
+        return Result(cands[:k], calibrate(cands[0].p, margin, calibration))
