@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.kb_answer import decide, render_clarify, render_details, render_summary
-from bot.kb_search import Retriever, calibrate, grams, query_terms
+from bot.kb_search import Result, Retriever, calibrate, grams, query_terms
 from bot.knowledge import card_from_dict, load_cards, load_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,3 +106,57 @@ def test_a_mushroom_log_is_not_maize() -> None:
     names = load_names(REPO / "kb")
     assert names.find_crop("香菇棒子发软流黄水") == "食用菌"
     assert names.find_crop("棒子叶子上有长条斑") == "玉米"
+
+
+def test_birds_pecking_kiwifruit_get_the_bird_card_not_a_storage_or_thinning_pair(
+    curated: Retriever,
+) -> None:
+    # Was: a clarifying question offering 冷库烂果 / 疏果, both only sharing 「果子」.
+    for text, category in (
+        ("鸟把猕猴桃果子啄烂了咋办", None),
+        ("猕猴桃快熟了果子被鸟啄了", "pest"),
+    ):
+        d = decide(curated.search(text=text, crop="猕猴桃", pest=None, category=category))
+        offered = {c.id for c in d.cards}
+        assert not offered & {"kiwi-cold-storage-rot", "kiwi-fruit-thinning"}, (text, offered)
+    d = decide(
+        curated.search(text="猕猴桃快熟了果子被鸟啄了", crop="猕猴桃", pest=None, category="pest")
+    )
+    assert d.kind == "answer" and d.cards[0].id == "fruit-bird-damage"
+
+
+def test_generic_part_words_never_name_a_card() -> None:
+    cards = [
+        card_from_dict(card(id="thin", category="cultivation", topic="疏果", aliases=["果子小"],
+                            summary="挂果太多果小。", symptoms="果实偏小")),
+        card_from_dict(card(id="rot", category="storage", topic="冷库烂果",
+                            aliases=["果子放软了"], summary="冷库里果实变软腐烂。")),
+    ]  # fmt: skip
+    r = Retriever(cards)
+    pool = r.pool(text="果子被鸟啄了", crop="猕猴桃", pest=None, category=None)
+    assert pool is not None and not pool.name.any()  # 「果子」 alone names neither card
+    pool = r.pool(text="果子小", crop="猕猴桃", pest=None, category=None)
+    assert pool is not None and r.cards[int(pool.idx[0])].id == "thin" and pool.name[0] == 1.0
+
+
+def test_crop_names_come_out_of_card_names_as_out_of_questions(curated: Retriever) -> None:
+    # 「萝卜空心」 (an alias of the general 缺硼 card) is fully named by a 萝卜 question.
+    pool = curated.pool(text="萝卜切开里面空心了", crop="萝卜", pest=None, category="disease")
+    assert pool is not None
+    ids = [curated.cards[int(i)].id for i in pool.idx]
+    assert "soil-boron-deficiency" in ids
+    assert pool.name[ids.index("soil-boron-deficiency")] == pytest.approx(1.0)
+
+
+def test_a_runner_up_without_evidence_is_not_offered() -> None:
+    from bot.kb_answer import RUNNER_UP_SHARE
+    from bot.kb_search import Candidate
+
+    a = card_from_dict(card(id="a"))
+    b = card_from_dict(card(id="b", topic="软腐病"))
+    weak = Result((Candidate(a, 1, 1, 0.5, 0.6), Candidate(b, 0.3, 0.0, 0.0, 0.3)), 0.5)
+    assert decide(weak).kind == "none"
+    faint = Candidate(b, 0.3, 0.5, 0.2, 0.6 * RUNNER_UP_SHARE / 2)
+    assert decide(Result((Candidate(a, 1, 1, 0.5, 0.6), faint), 0.5)).kind == "none"
+    fair = Result((Candidate(a, 1, 1, 0.5, 0.6), Candidate(b, 0.8, 0.5, 0.2, 0.3)), 0.5)
+    assert decide(fair).kind == "clarify"
