@@ -158,8 +158,26 @@ FORM = (
 )
 
 
-def consult(stack: dict[str, Any], farmer: str, county: str) -> tuple[int, list[str]]:
-    """Ask, fail to get an answer, ask for a person, and answer the form; the case number."""
+def send_kind(stack: dict[str, Any], openid: str, **payload: Any) -> str:
+    """A photo, location... from `openid` through the simulator; the passive reply."""
+    req = urllib.request.Request(
+        f"{stack['base']}/sim/api/send",
+        data=json.dumps({"openid": openid, **payload}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return str(json.loads(resp.read())["reply"] or "")
+
+
+def consult(
+    stack: dict[str, Any],
+    farmer: str,
+    county: str,
+    *,
+    media: dict[str, dict[str, Any]] | None = None,
+) -> tuple[int, list[str]]:
+    """Ask, fail to get an answer, ask for a person, and answer the form; the case number.
+    `media`: slots answered with a WeChat photo or location ({"photo": {"type": "image"}})."""
     first = send(stack, farmer, UNANSWERABLE)
     with db.make_sessionmaker(stack["engine"])() as session:
         out = (
@@ -195,7 +213,10 @@ def consult(stack: dict[str, Any], farmer: str, county: str) -> tuple[int, list[
         slot = next((s for q, s in FORM if q in reply.split("\n")[-1] or q in reply), None)
         assert slot is not None, f"not a form question: {reply}"
         asked.append(slot)
-        reply = send(stack, farmer, answers[slot])
+        if media and slot in media:
+            reply = send_kind(stack, farmer, **media[slot])
+        else:
+            reply = send(stack, farmer, answers[slot])
     pytest.fail(f"the form did not end with a case number; last reply: {reply}")
 
 
@@ -203,10 +224,15 @@ def test_farmer_to_kiwifruit_commissioner_on_wechat_and_rated(stack: dict[str, A
     farmer = "farmer-wechat"
     # A commissioner must have written to the account in the last 48 h to be pushed to.
     assert "没有未结" in send(stack, "comm-kiwi", "我的")
-    case_id, asked = consult(stack, farmer, "周至县")
+    # The photo question is answered with a photo: it fills the form's slot through Rasa.
+    photo_step = {"photo": {"type": "image", "image_base64": "aGVsbG8gcGhvdG8="}}
+    case_id, asked = consult(stack, farmer, "周至县", media=photo_step)
     # The crop and the problem may already be known from the first message (猕猴桃, the birds
     # pecking the fruit): then they are not asked again.
     assert [s for s in asked if s not in {"crop", "problem"}] == ["photo", "location", "phone"]
+    form_photo = case(stack, case_id).media
+    assert [m["kind"] for m in form_photo] == ["image"], form_photo
+    assert form_photo[0]["media_id"].startswith("sim_media_")
 
     push = pushed(stack, "comm-kiwi", rf"【新求助 #{case_id}】(.*)").group(0)
     assert "猕猴桃" in push and "周至县" in push
@@ -234,7 +260,7 @@ def test_farmer_to_kiwifruit_commissioner_on_wechat_and_rated(stack: dict[str, A
     with urllib.request.urlopen(photo, timeout=60) as resp:
         assert f"#{case_id}" in json.loads(resp.read())["reply"]
     pushed(stack, "comm-kiwi", rf"#{case_id} 农户：\[图片\]")
-    assert len(case(stack, case_id).media) == 1
+    assert len(case(stack, case_id).media) == 2  # the form's photo and this one
 
     assert "已结案" in send(stack, "comm-kiwi", f"结 {case_id} 已解决")
     pushed(stack, farmer, r"回复 1～5")
@@ -262,7 +288,11 @@ def _csrf(html: str) -> str:
 def test_the_same_answered_from_the_console(stack: dict[str, Any]) -> None:
     farmer = "farmer-console"
     send(stack, "comm-kiwi", "我的")  # keeps their window open for the push
-    case_id, _ = consult(stack, farmer, "周至县")
+    # The place question is answered with a WeChat location: kept to county and township.
+    place = {"location": {"type": "location", "label": "陕西省西安市周至县楼观镇周一村3组"}}
+    case_id, _ = consult(stack, farmer, "周至县", media=place)
+    located = case(stack, case_id)
+    assert (located.county, located.township) == ("周至县", "楼观镇")
     pushed(stack, "comm-kiwi", rf"【新求助 #{case_id}】")
 
     web = requests.Session()
