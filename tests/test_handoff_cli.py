@@ -81,3 +81,14 @@ def test_user_add_takes_the_password_from_the_environment_only(
 def test_cases_escalate_runs_once(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cases", "escalate", "--after", "5"]) == 0
     assert "escalated 0 case(s)" in capsys.readouterr().out
+
+
+def test_an_admin_can_be_bound_to_wechat_for_pushes(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KTP_PASSWORD", "long enough password")
+    argv = ["user", "add", "--username", "zz", "--role", "admin", "--county", "周至县"]
+    assert main([*argv, "--wechat-openid", "o-admin"]) == 0
+    assert main(argv) == 0  # a password change keeps the binding
+    [account] = rows(url, Account)
+    assert account.wechat_openid == "o-admin"
