@@ -14,6 +14,8 @@ from bot import admin, console
 from bot.admin import nlu_inbox
 from bot.admin.nlu_views import INBOX_PATH
 from bot.knowledge import load_names
+from bot.models import Conversation, Message
+from tests.admin_helpers import T0
 from tests.handoff_helpers import RecordingSender, data_key
 from tests.test_admin_dashboard import sessions
 from tests.test_console import login, open_window
@@ -57,3 +59,23 @@ async def test_label_from_the_inbox(client: TestClient, tmp_path: Path) -> None:
     bad = {"csrf": token, "text": "x", "intent": "no_such_intent"}
     resp = await client.post("/admin/nlu/label", data=bad)
     assert resp.status == 422 and "没有这个意图：no_such_intent" in await resp.text()
+
+
+def test_phone_and_id_numbers_never_reach_the_page_or_the_training_data(
+    sessions: Any, tmp_path: Path
+) -> None:
+    text = "猕猴桃叶子黄了 我电话13812345678 身份证610124199001011234"
+    with sessions() as s, s.begin():
+        conv = Conversation(openid="f-pii", started_at=T0, last_activity_at=T0)
+        s.add(conv)
+        s.flush()
+        s.add(Message(conversation_id=conv.id, openid="f-pii", direction="in", msg_type="text",
+                      text=text, intent="ask_disease", confidence=0.2, created_at=T0))  # fmt: skip
+    with sessions() as s:
+        (item,) = [i for i in nlu_inbox.inbox(session=s, labelled=set()) if "电话" in i.text]
+    assert "13812345678" not in item.text and "610124199001011234" not in item.text
+    path = tmp_path / "inbox.yml"
+    nlu_inbox.add_examples("ask_disease", [text], {"ask_disease"}, load_names(), path)
+    written = path.read_text(encoding="utf-8")
+    assert "12345678" not in written and "199001011234" not in written
+    assert nlu_inbox.labelled_texts(path) == {item.text}  # so it leaves the inbox

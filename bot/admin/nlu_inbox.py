@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from bot.farmer_data import mask_text
 from bot.handoff_models import Case
 from bot.knowledge import Names
 from bot.models import Message
@@ -68,7 +69,8 @@ class InboxItem:
 
 
 def inbox(*, session: Session, labelled: set[str], limit: int = 100) -> list[InboxItem]:
-    """Inbound texts with low confidence or whose conversation went to a person, newest first."""
+    """Inbound texts with low confidence or whose conversation went to a person, newest first;
+    phone and ID card numbers masked (they are shown to admins and may become training data)."""
     handed = select(Case.conversation_id).where(Case.conversation_id.is_not(None))
     rows = session.execute(
         select(Message, Message.conversation_id.in_(handed))
@@ -83,7 +85,7 @@ def inbox(*, session: Session, labelled: set[str], limit: int = 100) -> list[Inb
     ).all()
     items, seen = [], set(labelled)
     for msg, was_handed in rows:
-        text = " ".join((msg.text or "").split())
+        text = mask_text(" ".join((msg.text or "").split()))
         if not text or text in seen:
             continue
         seen.add(text)
@@ -202,7 +204,8 @@ def add_examples(
 def _append(intent: str, texts: list[str], names: Names, path: Path, crop: str) -> int:
     examples = read_examples(path)
     have = {_plain(x) for xs in examples.values() for x in xs}
-    new = [annotate(t, names, crop) for t in (" ".join(t.split()) for t in texts) if t]
+    # Never a farmer's phone or ID card number in the training data (it is in the repo).
+    new = [annotate(t, names, crop) for t in (mask_text(" ".join(t.split())) for t in texts) if t]
     new = [x for x in new if _plain(x) not in have]
     if not new:
         return 0
