@@ -7,7 +7,8 @@ Data: every question of the three dev sets (tests/kb/dev_questions.yml, dev_chec
 questions.yml), one pool of first-stage candidates each. The reranker is a pointwise logistic
 regression (one row per candidate, 1 for a card that answers the question: `card`, `also` or
 `alt`); the calibration is a logistic regression of "the top card is right" on the top
-probability and its margin over the runner-up, fitted on out-of-fold reranker probabilities.
+probability, its margin over the runner-up and a few of the top card's features (CAL_FEATURES),
+fitted on out-of-fold reranker probabilities.
 
 The figures printed are cross-validated: the questions are split into FOLDS folds (the same
 split every run); each fold is answered with a reranker and a calibration fitted on the other
@@ -28,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.kb_eval import DEV_SETS, Scored, label, load_questions, metrics, right_cards
 from bot import kb_search
-from bot.kb_search import FEATURES, Pool, Retriever
+from bot.kb_search import CAL_FEATURES, FEATURES, Pool, Retriever, cal_features
 from bot.knowledge import Names, load_cards, load_names
 
 C_RERANK = 1.0
@@ -78,18 +79,16 @@ def fit_rerank(data: list[Item]) -> tuple[float, ...]:
     return (float(model.intercept_[0]), *(float(v) for v in model.coef_[0]))
 
 
-def top_features(
-    data: list[Item], rerank: tuple[float, ...]
-) -> tuple[list[list[float]], list[int]]:
-    """For each question with a pool: [top probability, margin] and whether the top is right."""
+def top_features(data: list[Item], rerank: tuple[float, ...]) -> tuple[list[np.ndarray], list[int]]:
+    """For each question with a pool: the top card's CAL_FEATURES and whether it is right."""
     x, y = [], []
     for d in data:
         if d.pool is None:
             continue
         p = 1.0 / (1.0 + np.exp(-(rerank[0] + d.pool.x @ np.asarray(rerank[1:]))))
         order = np.argsort(-p, kind="stable")
-        second = p[order[1]] if len(order) > 1 else 0.0
-        x.append([float(p[order[0]]), float(p[order[0]] - second)])
+        second = float(p[order[1]]) if len(order) > 1 else 0.0
+        x.append(cal_features(d.pool.x[order[0]], float(p[order[0]]), second))
         y.append(int(d.labels[order[0]]))
     return x, y
 
@@ -98,14 +97,14 @@ def fit(data: list[Item], seed: int = 0) -> tuple[tuple[float, ...], tuple[float
     """Reranker on all of `data`; calibration on out-of-fold reranker probabilities of it."""
     rerank = fit_rerank(data)
     fold = np.random.default_rng(seed).permutation(len(data)) % INNER_FOLDS
-    cx: list[list[float]] = []
+    cx: list[np.ndarray] = []
     cy: list[int] = []
     for f in range(INNER_FOLDS):
         w = fit_rerank([d for d, g in zip(data, fold, strict=True) if g != f])
         x, y = top_features([d for d, g in zip(data, fold, strict=True) if g == f], w)
         cx += x
         cy += y
-    cal = LogisticRegression(C=C_CALIBRATION).fit(np.array(cx), np.array(cy))
+    cal = LogisticRegression(C=C_CALIBRATION, max_iter=5000).fit(np.array(cx), np.array(cy))
     return rerank, (float(cal.intercept_[0]), *(float(v) for v in cal.coef_[0]))
 
 
@@ -150,6 +149,8 @@ def main(argv: list[str]) -> int:
     for name, v in zip(("intercept", *FEATURES), rerank, strict=True):
         print(f"  {name:12} {v:+.2f}")
     print("CALIBRATION = (" + ", ".join(f"{v:.2f}" for v in cal) + ")")
+    for name, v in zip(("intercept", *CAL_FEATURES), cal, strict=True):
+        print(f"  {name:12} {v:+.2f}")
     if "--write" in argv:
         write(rerank, cal)
     return 0
@@ -166,8 +167,10 @@ def write(rerank: tuple[float, ...], cal: tuple[float, ...]) -> None:
         lambda _: f"RERANK: tuple[float, ...] = (\n{body})",
         src,
     )
-    line = "CALIBRATION = (" + ", ".join(f"{v:.2f}" for v in cal) + ")"
-    src, n2 = re.subn(r"CALIBRATION = \([^)]*\)", lambda _: line, src, count=1)
+    line = "CALIBRATION: tuple[float, ...] = (" + ", ".join(f"{v:.2f}" for v in cal) + ")"
+    src, n2 = re.subn(
+        r"CALIBRATION: tuple\[float, \.\.\.\] = \([^)]*\)", lambda _: line, src, count=1
+    )
     if n1 != 1 or n2 != 1:
         raise SystemExit(f"{path}: RERANK/CALIBRATION not found, nothing written")
     with open(path, "w", encoding="utf-8") as f:

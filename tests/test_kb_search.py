@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from bot.kb_answer import decide, render_clarify, render_details, render_summary
-from bot.kb_search import Result, Retriever, calibrate, grams, query_terms
+from bot.kb_search import (
+    CAL_FEATURES,
+    CALIBRATION,
+    Result,
+    Retriever,
+    calibrate,
+    grams,
+    query_terms,
+)
 from bot.knowledge import card_from_dict, load_cards, load_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,8 +81,14 @@ def test_drafts_and_retired_cards_are_never_answered() -> None:
 
 
 def test_confidence_rises_with_probability_and_margin() -> None:
-    assert calibrate(0.9, 0.5) > calibrate(0.6, 0.5) > calibrate(0.6, 0.0)
-    assert 0.0 < calibrate(0.0, 0.0) < 0.5 < calibrate(1.0, 1.0) < 1.0
+    rest = [0.0, 1.0, 0.3, 0.0, 0.0, 0.0, 0.3]  # category, named, cover, oov, no crop, pest, body
+
+    def conf(p: float, margin: float) -> float:
+        return calibrate([p, margin, *rest])
+
+    assert conf(0.9, 0.5) > conf(0.6, 0.5) > conf(0.6, 0.0)
+    assert 0.0 < conf(0.0, 0.0) < 0.5 < conf(1.0, 1.0) < 1.0
+    assert len(CAL_FEATURES) == len(rest) + 2 == len(CALIBRATION) - 1
 
 
 def test_off_topic_question_is_handed_over(curated: Retriever) -> None:
