@@ -417,6 +417,11 @@ def render(report: dict[str, Any]) -> str:
         f"(seed {report['seed']}), the same folds for every pipeline and the baseline. "
         f"Held-out: {report['n_heldout']} messages in tests/nlu/heldout.yml, never trained on.",
         "",
+        f"Machine load (1/5/15-minute load average, 2 cores shared with other work): "
+        f"{_load(report.get('load_start'))} at the start, {_load(report.get('load_end'))} at the "
+        "end. Cross-validation results are cached per pipeline and data (var/nlu-exp/), so a "
+        "pipeline's folds may have been trained by an earlier run on the same data.",
+        "",
         "## Cross-validation",
         "",
         HEADER,
@@ -455,6 +460,10 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load(values: Sequence[float] | None) -> str:
+    return " / ".join(f"{v:.1f}" for v in values) if values else "not recorded"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write the report."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -476,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = folds(examples, args.folds, args.seed)
     report: dict[str, Any] = {
         "generated": time.strftime("%Y-%m-%d %H:%M"),
+        "load_start": os.getloadavg(),
         "n_train": len(examples),
         "n_heldout": len(heldout),
         "k": args.folds,
@@ -510,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(HEADER.splitlines()[0])
         print(fmt_row(name, report["cv"][name]), flush=True)
         write(report, args.out)  # after each pipeline: a long run leaves its figures so far
+    report["load_end"] = os.getloadavg()
     write(report, args.out)
     print(render(report))
     return 0

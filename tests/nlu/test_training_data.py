@@ -177,3 +177,32 @@ def test_helpers_parse_annotations() -> None:
     assert text == "弥猴桃树干上流红水 是溃疡病吗"
     assert [(e.start, e.end, e.entity) for e in ents] == [(0, 3, "crop"), (11, 14, "pest_disease")]
     assert Path(TRAIN_FILES[0]).suffix == ".yml"
+
+
+# The labelling rule (docs/nlu.md, "Labelling rule") in the checks a machine can make. Training
+# data and held-out set alike: a label that breaks the rule fails here with the message.
+NAMED_PROBLEM_INTENTS = {"ask_pest", "ask_disease", "ask_livestock", "ask_storage"}
+
+
+def test_a_named_pest_or_disease_decides_the_category(
+    train: list[Example], heldout: list[Example]
+) -> None:
+    # Rule 4: a named pest or disease is ask_pest/ask_disease even when the farmer asks which drug
+    # or fertilizer (only animals and stored produce come first); a fragment naming one is no
+    # `inform`.
+    wrong = [
+        (ex.intent, ex.raw)
+        for ex in [*train, *heldout]
+        if ex.values("pest_disease") and ex.intent not in NAMED_PROBLEM_INTENTS
+    ]
+    assert not wrong
+
+
+def test_giving_up_is_stop(train: list[Example], heldout: list[Example]) -> None:
+    # 算了/算啦 abandon the question or the form: stop, never deny or goodbye.
+    wrong = [
+        (ex.intent, ex.raw)
+        for ex in [*train, *heldout]
+        if re.search("算了|算啦|取消", ex.text) and ex.intent != "stop"
+    ]
+    assert not wrong
