@@ -36,38 +36,27 @@ FEATURES = (
     "gap_to_best", "gap_to_next", "query_cover", "query_oov", "curated", "only_of_category",
 )  # fmt: skip
 RERANK: tuple[float, ...] = (
-    -6.85,
-    2.43,
-    -0.18,
-    4.43,
+    -7.05,
+    2.52,
+    -0.19,
+    4.70,
     0.94,
-    2.32,
-    1.42,
-    -1.22,
-    -0.21,
-    -5.75,
-    1.34,
-    1.53,
-    -0.22,
+    2.26,
+    1.50,
+    -1.27,
+    -0.23,
+    -5.67,
+    1.30,
+    1.68,
+    -0.24,
     -0.00,
-    1.77,
+    1.87,
 )
 CAL_FEATURES = (
     "p_top", "margin", "category", "named", "query_cover", "query_oov", "no_crop", "pest_hit",
     "sqrt_body",
 )  # fmt: skip
-CALIBRATION: tuple[float, ...] = (
-    -4.98,
-    3.88,
-    2.06,
-    4.35,
-    -0.88,
-    -1.69,
-    -2.20,
-    -0.66,
-    1.73,
-    3.81,
-)  # intercept first
+CALIBRATION: tuple[float, ...] = (-4.89, 3.97, 2.25, 4.29, -0.73, -2.00, -2.28, -0.58, 1.64, 3.62)  # intercept first
 
 
 @lru_cache(maxsize=1)
