@@ -236,7 +236,11 @@ class Conversations:
         if not await self._limiter.allow_async(inbound.openid):
             rec.status = "rate_limited"
             return await self._canned(inbound, rec, started, RATE_LIMITED, "ratelimit")
-        if inbound.text or (inbound.media_id and inbound.msg_type in KEEP_MEDIA):
+        if (
+            inbound.text
+            or (inbound.media_id and inbound.msg_type in KEEP_MEDIA)
+            or inbound.msg_type == "location"  # during a case: for the commissioner (coarse)
+        ):
             handled = await self._handoff(inbound, rec, started)
             if handled is not None:
                 return handled
@@ -275,8 +279,9 @@ class Conversations:
                 )
                 source = "handoff:commissioner"
             if reply is None:
+                shown = text or (inbound.note if inbound.msg_type == "location" else None)
                 result = handoff_commands.route_farmer_message(
-                    inbound.openid, text, items, session=session, sender=sender
+                    inbound.openid, shown, items, session=session, sender=sender
                 )
                 if result is None:  # nothing written: the bot answers
                     return _Handoff(False, resume_case=_to_resume(session, inbound.openid))

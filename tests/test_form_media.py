@@ -100,3 +100,41 @@ def test_place_of_drops_the_coordinates() -> None:
     assert place_of("位置：陕西省周至县楼观镇（约 34.2, 108.2）") == "陕西省周至县楼观镇"
     assert place_of("位置：（未知地名）（约 34.2, 108.2）") is None
     assert place_of(None) is None and place_of("链接：x") is None
+
+
+async def test_during_a_case_a_location_goes_to_the_commissioner_with_held_replies(
+    settings: Settings, tmp_path: Path, fake_rasa: FakeRasa
+) -> None:
+    from bot import handoff, roster
+    from bot.handoff_push import outbox_sender
+    from bot.models import OutboxItem
+    from tests.test_gateway_handoff import in_db
+
+    client = await start(settings, tmp_path)
+    try:
+        in_db(
+            settings,
+            lambda s: roster.add_commissioner(
+                session=s, name="王猕", openid="c-kiwi", county="周至县",
+                specialties=["猕猴桃"], on_duty=True,
+            ),
+        )  # fmt: skip
+        await send(client, type="text", text="我的", openid="c-kiwi")
+        await send(client, type="text", text="猕猴桃叶子黄了")
+        cid = in_db(
+            settings,
+            lambda s: handoff.open_case("f1", session=s, crop="猕猴桃", sender=outbox_sender).id,
+        )
+        result = await send(client, type="location", label="陕西省西安市周至县楼观镇周一村3组")
+        pushes = in_db(
+            settings,
+            lambda s: list(
+                s.execute(OutboxItem.__table__.select().where(OutboxItem.openid == "c-kiwi"))
+            ),
+        )
+    finally:
+        await client.close()
+    assert f"求助单 #{cid}" in result["reply"]
+    (push,) = [p for p in pushes if "农户：位置" in p.content]
+    assert "楼观镇" in push.content and "周一村" not in push.content
+    assert len(fake_rasa.received) == 1  # the location did not go to Rasa
