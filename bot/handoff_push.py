@@ -8,6 +8,7 @@ outbox sends whatever the window.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -98,3 +99,45 @@ class OutboxPush:
 
 
 outbox_sender = OutboxPush()
+
+
+_REPLY = re.compile(r"^【专家回复 #(\d+)】(.*)$", re.S)
+DELIVERY_OF = {"expired": "window_closed", "quota": "quota_used"}
+
+
+def hold_refused_reply(session: Session, item: OutboxItem) -> bool:
+    """A commissioner's reply that WeChat refused when it was sent (45015/45047, though our
+    record said the window was open): hold it on the case like one refused at once, and tell
+    the farmer by template. True when a case entry was found and held."""
+    from bot import case_core
+    from bot.handoff_models import Case
+
+    m = _REPLY.match(item.content or "")
+    if item.kind != "commissioner" or m is None:
+        return False
+    case = session.get(Case, int(m.group(1)))
+    if case is None:
+        return False
+    entries = list(case.transcript or [])
+    for n in range(len(entries) - 1, -1, -1):
+        e = entries[n]
+        if e.get("dir") == "out" and e.get("delivery") == "queued" and e.get("text") == m.group(2):
+            break
+    else:
+        return False
+    delivery = DELIVERY_OF.get(str(item.status), "failed")
+    notified = any(e.get("notified") == "template" for e in entries if case_core.is_held(e))
+    if not notified:
+        outbox.enqueue_template(
+            session,
+            openid=case.farmer_openid,
+            template="reply",
+            data=case_core.reply_template(case),
+            kind="commissioner",
+        )
+    entries[n] = {**entries[n], "delivery": delivery, "notified": "template"}
+    case.transcript = entries
+    now = utcnow()
+    detail = f"WeChat refused when sending ({item.errcode}); farmer told by template"
+    case_core.event(session, case, case_core.SYSTEM, "reply_held", detail, now=now)
+    return True

@@ -302,6 +302,12 @@ class OutboxSender:
                 item.status = FINAL[error.errcode]
                 item.errcode, item.error = error.errcode, str(error)
                 log.warning("push %s to %s not allowed: %s", item_id, item.openid, error)
+                if item.kind == "commissioner":
+                    # A commissioner's answer is never lost: held on its case until the farmer
+                    # writes, and the farmer is told by template.
+                    from bot.handoff_push import hold_refused_reply
+
+                    hold_refused_reply(session, item)
             elif item.attempts >= MAX_ATTEMPTS:
                 item.status, item.errcode, item.error = "failed", error.errcode, str(error)
                 log.error("push %s to %s failed for good: %s", item_id, item.openid, error)

@@ -333,3 +333,50 @@ async def test_gateway_reply_to_a_farmer_gone_quiet_is_held_then_shown(settings:
         ]
     finally:
         await client.close()
+
+
+async def test_a_reply_wechat_refuses_at_sending_is_held_on_the_case(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Our record says the farmer's window is open, WeChat says 45015: the answer is not lost."""
+    server, sender = await _sim(settings, tmp_path, templates=TEMPLATES)
+
+    engine = db.make_engine(settings.database_url)
+    with db.make_sessionmaker(engine)() as plain:
+        seed_roster(plain)  # commits
+    engine.dispose()
+
+    def setup(s: Session) -> int:
+        rec = InboundRecord("farmer-7", f"k-{time.time()}", "text", records.utcnow())
+        records.record_exchange(s, rec, [])
+        case = handoff.open_case("farmer-7", session=s, crop="猕猴桃", county="周至县")
+        handoff.claim(case.id, _person(s, "c-kiwi"), session=s)
+        out = handoff.reply(
+            case.id, _person(s, "c-kiwi"), "挂防鸟网", session=s, sender=outbox_sender
+        )
+        assert out.delivered  # queued: the refusal comes from WeChat later
+        return int(case.id)
+
+    cid = in_db(settings, setup)
+    try:
+        await sender.run_once()  # WeChat refuses the text (the simulator never saw the farmer)
+        await sender.run_once()  # the template goes out
+    finally:
+        await sender._wechat._http.close()
+        await server.close()
+    state = server.app[SIM]
+    assert [m["msgtype"] for m in state.outbox["farmer-7"]] == ["template"]
+    assert state.outbox["farmer-7"][0]["template_id"] == "tpl-reply-1"
+    entry = in_db(settings, lambda s: s.get(Case, cid).transcript[-1])
+    assert (entry["text"], entry["delivery"], entry["notified"]) == (
+        "挂防鸟网",
+        "window_closed",
+        "template",
+    )
+
+    def next_message(s: Session) -> str | None:
+        result = route_farmer_message("farmer-7", "在吗", session=s, sender=RecordingSender())
+        assert result is not None
+        return result.reply
+
+    assert in_db(settings, next_message) == f"【专家回复 #{cid}】挂防鸟网"
