@@ -25,6 +25,7 @@ from bot.kb_models import KbCard
 from bot.knowledge import load_names
 
 e = pages.e
+TO_MODEL = '<a href="/admin/model" id="to-model">去「模型」页重新训练</a>'
 FAQ_PATH: web.AppKey[Path] = web.AppKey("faq_path", Path)
 FIELDS = ("question", "variants", "card_id", "intent")
 
@@ -87,7 +88,7 @@ async def _page(
     notice = "" if error else request.query.get("notice", "")
     body = (
         (f'<p class="err" id="error" role="alert">{e(error)}</p>' if error else "")
-        + (f'<p class="ok" id="notice">{e(notice)}</p>' if notice else "")
+        + (f'<p class="ok" id="notice">{e(notice)} {TO_MODEL}</p>' if notice else "")
         + "<p class=muted>农户的话和某个问法几乎一样时，直接用答案卡片回答。问法也写进训练数据"
         "（nlu_data/nlu/faq.yml），在「模型」页重新训练后，意思相近的说法也能认出来。</p>"
         + _form(login.csrf, titles, kept or {})
@@ -130,7 +131,5 @@ async def add_faq(request: web.Request) -> web.StreamResponse:
         faq_id, n = await run_db(request, work)
     except (kb_faq.FaqError, LabelError) as exc:
         return await _page(request, login, error=f"没有添加：{exc}", kept=kept)
-    notice = quote(
-        f"已添加常见问题 #{faq_id}（{n} 个问法）。到「模型」页重新训练后，近似说法也能认出"
-    )
+    notice = quote(f"已添加常见问题 #{faq_id}（{n} 个问法）。重新训练后，意思相近的说法也能认出。")
     raise web.HTTPSeeOther(f"/admin/faq?notice={notice}")

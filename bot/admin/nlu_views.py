@@ -21,6 +21,7 @@ from bot.handoff import event
 from bot.knowledge import Names, load_names
 
 e = pages.e
+TO_MODEL = '<a href="/admin/model" id="to-model">去「模型」页重新训练</a>'
 INBOX_PATH: web.AppKey[Path] = web.AppKey("nlu_inbox_path", Path)
 CONSULT_FIRST = tuple(nlu_inbox.INTENT_LABELS)  # consultation intents first, then the others
 
@@ -102,7 +103,7 @@ def _render(
     empty = "" if items else '<p id="inbox-empty">没有待标注的消息。</p>'
     return (
         (f'<p class="err" id="error" role="alert">{e(error)}</p>' if error else "")
-        + (f'<p class="ok" id="notice">{e(notice)}</p>' if notice else "")
+        + (f'<p class="ok" id="notice">{e(notice)} {TO_MODEL}</p>' if notice else "")
         + f"<h2>给意图添加问法</h2>{add}<h2>待标注消息</h2>"
         + "<p class=muted>模型把握不大（置信度低于 0.6）或最后转了人工的农户消息。选好意图和"
         "作物，点「加入训练数据」：写进 nlu_data/nlu/inbox.yml，在「模型」页重新训练后生效。</p>"

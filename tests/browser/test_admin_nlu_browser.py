@@ -106,7 +106,8 @@ async def test_admin_labels_the_inbox_in_the_browser(
     assert await page.value(f"#crop-{kiwi}") == "猕猴桃"
     await choose(page, f"#intent-{kiwi}", "ask_disease")
     assert await page.click_and_wait(f"#label-{kiwi}") == 200
-    assert await page.text("#notice") == "已加入 1 条到「病害（ask_disease）」"
+    assert (await page.text("#notice")).startswith("已加入 1 条到「病害（ask_disease）」")
+    assert await page.exists('#notice a#to-model[href="/admin/model"]')
     assert "奇异果叶子卷了咋回事" not in await page.text("#inbox")
 
     # 2. 「苹果」 that is no crop: the admin says so, and labels it out of scope.
