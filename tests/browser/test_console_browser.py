@@ -154,3 +154,37 @@ async def test_wrong_password_and_a_commissioner_at_admin(
     with gw.sessions() as s:
         acts = [a for (a,) in s.execute(select(CaseEvent.action)).all()]
     assert acts.count("login_failed") == 1 and acts.count("login") == 1
+
+
+def seed_quiet_farmer(session: Session) -> None:
+    """Case #1 of a farmer who has not written in the last 48 h (no message on record)."""
+    seed_roster(session)
+    add_accounts(session)
+    handoff.open_case(
+        "farmer-quiet", session=session, crop="猕猴桃", county="周至县", symptoms="落叶",
+        sender=RecordingSender(),
+    )  # fmt: skip
+
+
+async def test_a_reply_to_a_farmer_outside_the_window_waits_visibly(
+    browser: Browser, start_gateway: Any
+) -> None:
+    gw: Gateway = await start_gateway(seed_quiet_farmer)
+    page = await browser.new_page()
+    assert await login(page, gw, "wang") == 200
+    assert await page.goto(gw("/console/cases/1")) == 200
+    assert "已关闭" in await page.text("#window")
+    assert await page.click_and_wait("#claim") == 200
+    await page.type("#reply-text", REPLY)
+    assert await page.click_and_wait("#reply") == 200
+    transcript = await page.text("#transcript")
+    assert REPLY in transcript and "等待农户发消息后送达" in transcript
+    assert "已发模板消息通知农户" in transcript
+    assert "有 1 条回复在等农户" in await page.text("#held")
+    assert "template_sent" in await page.text("#events")
+    await fits_the_phone(page)
+    await shot(page, "console-case-held")
+    with gw.sessions() as s:
+        rows = [(o.openid, o.msgtype) for o in s.execute(select(OutboxItem)).scalars()]
+    assert ("farmer-quiet", "template") in rows and ("farmer-quiet", "text") not in rows
+    assert not page.console_errors
