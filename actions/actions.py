@@ -162,7 +162,8 @@ class ActionAnswerFromKB(Action):
             return [*events, SlotSet("last_card", card.id)]
         if decision.kind == "clarify":
             ids = "|".join(c.id for c in decision.cards)
-            _utter(dispatcher, render_clarify(decision.cards), "kb:clarify", score=score)
+            question = render_clarify(decision.cards, crop)
+            _utter(dispatcher, question, "kb:clarify", score=score)
             return [*events, SlotSet("last_card", f"?{ids}")]
         _utter(dispatcher, NO_ANSWER, "kb:none", score=score)
         return [*events, SlotSet("last_card", None)]

@@ -127,10 +127,12 @@ def describe(card: Card) -> str:
     return _short(card.symptoms or card.summary, 14)
 
 
-def render_clarify(cards: tuple[Card, ...]) -> str:
-    """「是叶子上有斑点，还是果实烂？」 built from the two candidates."""
+def render_clarify(cards: tuple[Card, ...], crop: str | None = None) -> str:
+    """「是叶子上有斑点，还是果实烂？」 built from the two candidates, about the farmer's crop
+    when known (a card may hold for several crops: 「猕猴桃、柑橘、梨、苹果 · 鸟害」)."""
     a, b = cards[:2]
-    crop = a.crop if a.crop == b.crop else f"{a.crop}/{b.crop}"
+    if not crop:
+        crop = a.crop if a.crop == b.crop else f"{a.crop}/{b.crop}"
     return (
         f"想确认一下您的{crop}是哪种情况：\n"
         f"回复1：{a.topic}（{describe(a)}）\n"

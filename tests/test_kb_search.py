@@ -108,6 +108,8 @@ def test_half_sure_asks_between_two_problems() -> None:
     assert decision.kind == "clarify" and {c.id for c in decision.cards} == {"spot", "rot"}
     text = render_clarify(decision.cards)
     assert "回复1：" in text and "回复2：" in text and "褐斑病" in text and "软腐病" in text
+    many = card_from_dict(card(id="bird", crop=["猕猴桃", "梨"], topic="鸟害"))
+    assert "您的猕猴桃" in render_clarify((many, decision.cards[0]), "猕猴桃")
 
 
 def test_details_list_every_measure_in_order() -> None:
