@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot import routing
@@ -276,20 +276,47 @@ def push_or_template(
     who: str,
     path: str | None = None,
     now: datetime | None = None,
+    once: bool = False,
 ) -> str:
     """Push `text`; if WeChat would refuse it (window closed, quota used), send the template
     message instead when the sender can. Every refusal is a case event. Returns "queued",
-    "template" or the refusal ("window_closed", "quota_used", "failed")."""
+    "template" or the refusal ("window_closed", "quota_used", "failed").
+
+    `once`: no second template about this case to `openid` before they write to the account
+    again (a farmer's every message need not be a template to a commissioner)."""
     delivery = sender(openid, text, session=session, kind=kind)
     if delivery == "queued":
         return delivery
     via = getattr(sender, "template", None)
     outcome = delivery
+    if once and _templated_since_they_wrote(session, case, openid, who):
+        detail = f"{who}: {delivery}，模板消息已发过，等对方来消息后可见"
+        event(session, case, SYSTEM, "push_refused", detail, now=now)
+        return delivery
     if callable(via):
         outcome = via(openid, template, data, session=session, path=path, kind=kind)
-    detail = f"{who}: {delivery}" + ("，已改发模板消息" if outcome == "template" else "，无法通知")
+    detail = f"{who}: {delivery}" + (TEMPLATED if outcome == "template" else "，无法通知")
     event(session, case, SYSTEM, "push_refused", detail, now=now)
     return outcome
+
+
+TEMPLATED = "，已改发模板消息"
+
+
+def _templated_since_they_wrote(session: Session, case: Case, openid: str, who: str) -> bool:
+    last_in = session.execute(
+        select(func.max(Message.created_at)).where(
+            Message.openid == openid, Message.direction == "in"
+        )
+    ).scalar_one_or_none()
+    query = select(CaseEvent.id).where(
+        CaseEvent.case_id == case.id,
+        CaseEvent.action == "push_refused",
+        CaseEvent.detail.like(f"{who}: %{TEMPLATED}"),
+    )
+    if last_in is not None:
+        query = query.where(CaseEvent.at >= last_in)
+    return session.execute(query.limit(1)).first() is not None
 
 
 def admin_openids(case: Case, *, session: Session) -> list[tuple[str, str]]:

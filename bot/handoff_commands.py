@@ -250,6 +250,7 @@ def route_farmer_message(
             f"#{case.id} 农户：{shown}", kind="notice", template="case",
             data=case_template(case, f"#{case.id} 农户发来新消息", shown[:40]),
             who=f"commissioner:{holder.id}", path=f"/console/cases/{case.id}", now=now,
+            once=True,
         )  # fmt: skip
     held = held_replies(case)
     if held:

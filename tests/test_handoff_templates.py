@@ -380,3 +380,36 @@ async def test_a_reply_wechat_refuses_at_sending_is_held_on_the_case(
         return result.reply
 
     assert in_db(settings, next_message) == f"【专家回复 #{cid}】挂防鸟网"
+
+
+def test_a_quiet_commissioner_gets_one_template_for_many_farmer_messages(
+    session: Session, sender: RecordingSender
+) -> None:
+    seed_roster(session)
+    case = handoff.open_case(
+        "farmer-1", session=session, crop="猕猴桃", county="周至县", sender=sender
+    )
+    handoff.claim(case.id, _person(session, "c-kiwi"), session=session)
+    session.commit()
+    quiet = RecordingSender(refuse="window_closed", refuse_for={"c-kiwi"})
+    for text in ("叶子还在掉", "又黄了几片", "[图片]"):
+        assert route_farmer_message("farmer-1", text, session=session, sender=quiet) is not None
+        session.commit()
+    assert [(o, role) for o, role, _, _ in quiet.templates] == [("c-kiwi", "case")]
+    refused = [d for a, d in _actions(session, case.id) if a == "push_refused"]
+    assert len(refused) == 3 and "已改发模板消息" in (refused[0] or "")
+    assert all("等对方来消息" in (d or "") for d in refused[1:])
+    # Once they write to the account, the next refusal may send a template again.
+    rec = InboundRecord(
+        "c-kiwi", f"k-{time.time()}", "text", records.utcnow() + timedelta(seconds=1)
+    )
+    records.record_exchange(session, rec, [])
+    session.commit()
+    route_farmer_message(
+        "farmer-1",
+        "还在吗",
+        session=session,
+        sender=quiet,
+        now=records.utcnow() + timedelta(seconds=2),
+    )
+    assert len(quiet.templates) == 2
