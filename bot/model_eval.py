@@ -188,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heldout", default=str(HELDOUT))
     args = parser.parse_args(argv)
     gold = load_gold(Path(args.heldout))
-    out = {m: evaluate(Path(m), gold).as_dict() for m in args.models}
+    out = {}
+    for i, m in enumerate(args.models, 1):  # progress for the admin page (bot.model_update)
+        sys.stdout.write(f"EVAL {i}/{len(args.models)} {Path(m).name}\n")
+        sys.stdout.flush()
+        out[m] = evaluate(Path(m), gold).as_dict()
     sys.stdout.write("FIGURES " + json.dumps(out, ensure_ascii=False) + "\n")
     return 0
 

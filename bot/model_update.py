@@ -195,10 +195,14 @@ class Updater:
 
     def _line(self, phase: str) -> Progress:
         def on_line(line: str, epoch: int | None, epochs: int | None) -> None:
+            # Rasa's and TensorFlow's own lines (warnings, source lines) mean nothing to an
+            # admin: only the epochs and the evaluation's steps are shown; a failure shows the
+            # tail of the output anyway.
             if epoch is not None:
                 self._set(epoch=epoch, epochs=epochs, detail=f"第 {epoch}/{epochs} 轮")
-            elif phase != "training":
-                self._set(detail=line[-200:])
+            elif phase == "evaluating" and line.startswith("EVAL "):
+                step, _, name = line.removeprefix("EVAL ").partition(" ")
+                self._set(detail=f"在留出测试集上评估模型 {step}：{name}")
 
         return on_line
 

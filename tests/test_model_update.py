@@ -252,3 +252,17 @@ def test_an_update_whose_process_died_shows_as_failed(setup: Any, tmp_path: Path
     st = updater.status()
     assert st["phase"] == "failed" and not st["running"] and "中途退出" in st["detail"]
     assert updater.run("account:a")["phase"] == "done"  # and a new update may start
+
+
+def test_the_page_shows_steps_not_rasas_raw_output(setup: Any) -> None:
+    make, _, _ = setup
+    updater, _, _ = make(fig(0.9))
+    seen: list[str] = []
+    on_eval = updater._line("evaluating")
+    for line in ("return self.randrange(a, b+1)", "EVAL 2/2 new.tar.gz", "WARNING tensorflow"):
+        on_eval(line, None, None)
+        seen.append(updater.status()["detail"])
+    step = "在留出测试集上评估模型 2/2：new.tar.gz"
+    assert seen == ["", step, step]
+    updater._line("validating")("2026 INFO rasa.validator - Validating intents...", None, None)
+    assert updater.status()["detail"] == step
