@@ -190,7 +190,7 @@ def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Chi
             [
                 py,
                 "-m",
-                "rasa",
+                "bot.rasa_main",  # Rasa's CLI with bot/rasa_speedups.py applied
                 "run",
                 "--enable-api",
                 "--auth-token",

@@ -150,7 +150,7 @@ def test_database_cut_for_a_while(prod: dict[str, Any]) -> None:
 
 def test_rasa_server_killed(prod: dict[str, Any]) -> None:
     def kill() -> None:
-        kill9(find_child(prod["proc"].pid, "-m rasa run"))
+        kill9(find_child(prod["proc"].pid, "-m bot.rasa_main run"))
 
     _check(prod, _load(prod["base"], "rasa", kill))
     health = json.loads(get(f"{prod['base']}/healthz")[1])
