@@ -108,11 +108,13 @@ kb-report: $(VENV)/.installed ## knowledge-base benchmark: precision, answered, 
 
 # The pipeline in use first (held-out, time, memory and latency are measured on it), then the
 # candidates it was compared with. CPU-heavy (5 trainings per pipeline, 10-25 min each on 2
-# cores; results cached in var/nlu-exp/): run niced, not part of `make test`.
-NLU_CONFIGS ?= config.yml bench/configs/no_transformer.yml bench/configs/no_extra.yml
+# cores, up to 10 min per fold when the machine is shared; results cached in var/nlu-exp/): run
+# niced, not part of `make test`. Quick run: make nlu-report NLU_ARGS="--max-folds 1".
+NLU_CONFIGS ?= config.yml bench/configs/diet.yml
+NLU_ARGS ?=
 nlu-report: $(VENV)/.installed ## NLU benchmark: 5-fold CV vs a TF-IDF baseline, held-out, time, memory, latency
 	PYTHONWARNINGS=ignore::DeprecationWarning nice $(PY) -m bench.nlu_report \
-	  $(addprefix --config ,$(NLU_CONFIGS)) --out docs/nlu-report.md
+	  $(addprefix --config ,$(NLU_CONFIGS)) $(NLU_ARGS) --out docs/nlu-report.md
 
 clean: ## remove models, results and the venv
 	rm -rf $(VENV) models var/results

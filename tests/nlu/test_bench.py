@@ -71,3 +71,20 @@ def test_baseline_learns_and_finds_names_longest_first() -> None:
 def test_rasa_yaml_round_trip_keeps_annotations() -> None:
     text = to_rasa_yaml([ex("[洋芋](crop)烂了", "ask_storage")])
     assert "- [洋芋](crop)烂了" in text and "- intent: ask_storage" in text
+
+
+def test_a_quick_run_says_so_in_the_report() -> None:
+    from bench.nlu_report import render
+
+    r = {
+        "intent": {"accuracy": 0.5, "macro_f1": 0.5},
+        "intent_with_fallback": {"accuracy": 0.5},
+        "fallback_rate": 0.0,
+        "crop": {"f1": 1.0},
+        "pest_disease": {"f1": 1.0},
+    }
+    report = {"generated": "t", "n_train": 10, "n_heldout": 2, "k": 5, "seed": 42, "cv": {}}
+    report |= {"chosen": "config.yml", "baseline_cv": r, "baseline_heldout": r}
+    assert "quick run" not in render({**report, "folds_used": 5})
+    text = render({**report, "folds_used": 1, "n_cv_scored": 2, "load_start": (1.0, 2.0, 3.0)})
+    assert "only the first 1 of the 5 folds" in text and "1.0 / 2.0 / 3.0" in text
