@@ -36,38 +36,27 @@ FEATURES = (
     "gap_to_best", "gap_to_next", "query_cover", "query_oov", "curated", "only_of_category",
 )  # fmt: skip
 RERANK: tuple[float, ...] = (
-    -7.05,
-    2.52,
-    -0.19,
-    4.70,
-    0.94,
-    2.26,
-    1.50,
-    -1.27,
-    -0.23,
-    -5.67,
-    1.30,
-    1.68,
-    -0.24,
-    -0.00,
-    1.87,
+    -6.95,
+    2.54,
+    -0.21,
+    4.67,
+    0.98,
+    2.41,
+    1.44,
+    -1.11,
+    -0.33,
+    -5.63,
+    1.25,
+    1.59,
+    -0.71,
+    0.00,
+    1.83,
 )
 CAL_FEATURES = (
     "p_top", "margin", "category", "named", "query_cover", "query_oov", "no_crop", "pest_hit",
     "sqrt_body",
 )  # fmt: skip
-CALIBRATION: tuple[float, ...] = (
-    -4.89,
-    3.97,
-    2.25,
-    4.29,
-    -0.73,
-    -2.00,
-    -2.28,
-    -0.58,
-    1.64,
-    3.62,
-)  # intercept first
+CALIBRATION: tuple[float, ...] = (-4.33, 4.60, 1.22, 4.13, -0.65, -1.48, -2.89, -0.37, 1.84, 2.67)  # intercept first
 
 
 @lru_cache(maxsize=1)

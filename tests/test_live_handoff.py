@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.live
 PASSWORD = "kiwi-console-pass-1"
 RASA_TOKEN = "live-handoff-token"
-UNANSWERABLE = "我家猕猴桃园子里的鸟太多了，把果子啄烂了，用什么办法赶"
+# No card covers wild boars (birds pecking fruit now have a card: fruit-bird-damage).
+UNANSWERABLE = "我家猕猴桃园子里的野猪太多了，晚上把果子拱烂了，用什么办法赶"
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def consult(
     )
     answers = {
         "crop": "猕猴桃",
-        "problem": "鸟把快熟的果子啄烂了，一天烂好几十个",
+        "problem": "野猪晚上进园子把快熟的果子拱烂了，一天烂好几十个",
         "photo": "没有",
         "location": county,
         "phone": "13812345678",
@@ -227,8 +228,8 @@ def test_farmer_to_kiwifruit_commissioner_on_wechat_and_rated(stack: dict[str, A
     # The photo question is answered with a photo: it fills the form's slot through Rasa.
     photo_step = {"photo": {"type": "image", "image_base64": "aGVsbG8gcGhvdG8="}}
     case_id, asked = consult(stack, farmer, "周至县", media=photo_step)
-    # The crop and the problem may already be known from the first message (猕猴桃, the birds
-    # pecking the fruit): then they are not asked again.
+    # The crop and the problem may already be known from the first message (猕猴桃, the wild
+    # boars rooting up the fruit): then they are not asked again.
     assert [s for s in asked if s not in {"crop", "problem"}] == ["photo", "location", "phone"]
     form_photo = case(stack, case_id).media
     assert [m["kind"] for m in form_photo] == ["image"], form_photo
@@ -306,7 +307,7 @@ def test_the_same_answered_from_the_console(stack: dict[str, Any]) -> None:
     assert resp.status_code == 200 and f"#{case_id}" in resp.text, resp.text[:500]
     page = web.get(f"{base}/console/cases/{case_id}", timeout=10)
     # The problem as the farmer told it, in the first message or in the form.
-    assert page.status_code == 200 and "果子啄烂了" in page.text
+    assert page.status_code == 200 and "果子拱烂了" in page.text
     assert "13812345678" not in page.text  # masked until the case is theirs
     token = _csrf(page.text)
 
