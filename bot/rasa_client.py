@@ -40,20 +40,48 @@ class RasaClient:
         self._session = session
         self._base = base_url.rstrip("/")
         self._params = {"token": token} if token else {}
+        self._channel = True  # our channel (bot/rasa_channel.py) until Rasa says 404
 
-    async def send(self, sender: str, text: str, timeout_s: float) -> BotTurn:
-        """Send a farmer's text through the REST channel and read back the parse result."""
+    async def send(
+        self,
+        sender: str,
+        text: str,
+        timeout_s: float,
+        metadata: dict[str, Any] | None = None,
+    ) -> BotTurn:
+        """Send a farmer's text to Rasa; the answer and the parse of the message.
+
+        Through our channel (bot/rasa_channel.py) both come in one round trip. When Rasa has no
+        such channel (404) or did not capture the parse, the REST channel and the tracker are
+        used, as before, at the cost of a second request.
+        """
         started = time.perf_counter()
         timeout = aiohttp.ClientTimeout(total=timeout_s)
+        payload: dict[str, Any] = {"sender": sender, "message": text}
+        if metadata:
+            payload["metadata"] = metadata
         try:
-            async with self._session.post(
-                f"{self._base}/webhooks/rest/webhook",
-                json={"sender": sender, "message": text},
-                timeout=timeout,
-            ) as resp:
-                if resp.status != 200:
-                    raise RasaUnavailable(f"rasa answered HTTP {resp.status}")
-                messages: list[dict[str, Any]] = await resp.json()
+            parse: dict[str, Any] | None = None
+            messages: list[dict[str, Any]] | None = None
+            if self._channel:
+                async with self._session.post(
+                    f"{self._base}/webhooks/ketepai/webhook", json=payload, timeout=timeout
+                ) as resp:
+                    if resp.status == 404:
+                        self._channel = False
+                    elif resp.status != 200:
+                        raise RasaUnavailable(f"rasa answered HTTP {resp.status}")
+                    else:
+                        body = await resp.json()
+                        messages = list(body.get("messages") or [])
+                        parse = body.get("parse")
+            if messages is None:
+                async with self._session.post(
+                    f"{self._base}/webhooks/rest/webhook", json=payload, timeout=timeout
+                ) as resp:
+                    if resp.status != 200:
+                        raise RasaUnavailable(f"rasa answered HTTP {resp.status}")
+                    messages = await resp.json()
             turn = BotTurn(texts=[])
             for m in messages:
                 if m.get("text"):
@@ -61,9 +89,12 @@ class RasaClient:
                 custom = m.get("custom")
                 if isinstance(custom, dict) and custom.get(SOURCE_KEY):
                     turn.source = str(custom[SOURCE_KEY])
-            remaining = max(0.2, timeout_s - (time.perf_counter() - started))
-            await self._read_parse(sender, turn, remaining)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            if isinstance(parse, dict):
+                _fill_parse(turn, parse)
+            else:
+                remaining = max(0.2, timeout_s - (time.perf_counter() - started))
+                await self._read_parse(sender, turn, remaining)
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
             raise RasaUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
         turn.elapsed_ms = round((time.perf_counter() - started) * 1000)
         return turn
@@ -78,14 +109,7 @@ class RasaClient:
             if resp.status != 200:
                 return  # the answer stands; only the record lacks the parse
             tracker = await resp.json()
-        latest = tracker.get("latest_message") or {}
-        intent = latest.get("intent") or {}
-        turn.intent = intent.get("name")
-        turn.confidence = intent.get("confidence")
-        turn.entities = [
-            {k: e.get(k) for k in ("entity", "value", "start", "end", "extractor") if k in e}
-            for e in latest.get("entities") or []
-        ]
+        _fill_parse(turn, tracker.get("latest_message") or {})
 
     async def form_state(
         self, sender: str, timeout_s: float = 2.0
@@ -137,3 +161,14 @@ class RasaClient:
                 return bool(body.get("model_file"))
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return False
+
+
+def _fill_parse(turn: BotTurn, parse: dict[str, Any]) -> None:
+    """Intent, confidence and entities of a Rasa parse, as a service record keeps them."""
+    intent = parse.get("intent") or {}
+    turn.intent = intent.get("name")
+    turn.confidence = intent.get("confidence")
+    turn.entities = [
+        {k: e.get(k) for k in ("entity", "value", "start", "end", "extractor") if k in e}
+        for e in parse.get("entities") or []
+    ]

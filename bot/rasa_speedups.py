@@ -73,6 +73,23 @@ def _make_resolve_by_type(original: Any) -> Any:
     return resolve_by_type
 
 
+def _make_parse_message(original: Any) -> Any:
+    async def parse_message(
+        self: Any, message: Any, tracker: Any = None, only_output_properties: bool = True
+    ) -> Any:
+        """MessageProcessor.parse_message (Rasa 3.6.21), leaving its result on the message."""
+        from bot.rasa_channel import PARSE_ATTR
+
+        result = await original(self, message, tracker, only_output_properties)
+        try:
+            setattr(message, PARSE_ATTR, result)
+        except AttributeError:  # a message type that refuses attributes: nothing captured
+            pass
+        return result
+
+    return parse_message
+
+
 def apply() -> None:
     """Patch the running Rasa; idempotent. Raises RuntimeError on another Rasa version."""
     global _applied
@@ -89,4 +106,7 @@ def apply() -> None:
 
     RemoteAction._validate_action_result = _validate_action_result
     Event.resolve_by_type = staticmethod(_make_resolve_by_type(Event.resolve_by_type))
+    from rasa.core.processor import MessageProcessor
+
+    MessageProcessor.parse_message = _make_parse_message(MessageProcessor.parse_message)
     _applied = True

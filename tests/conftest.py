@@ -115,6 +115,10 @@ class FakeRasa:
     # The consultation form's state as the tracker shows it (None: no form is running).
     active_loop: str | None = None
     requested_slot: str | None = None
+    # Our input channel (bot/rasa_channel.py): answer + parse in one call. False: a Rasa without
+    # it (404), so the gateway must use the REST channel and read the tracker.
+    channel: bool = True
+    tracker_reads: int = 0
 
     def app(self) -> web.Application:
         async def webhook(request: web.Request) -> web.StreamResponse:
@@ -126,9 +130,26 @@ class FakeRasa:
                 return web.Response(status=self.status)
             return web.json_response([{**r, "recipient_id": body["sender"]} for r in self.replies])
 
+        async def channel(request: web.Request) -> web.StreamResponse:
+            if not self.channel:
+                return web.Response(status=404)
+            body = await request.json()
+            self.received.append(body)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if self.status != 200:
+                return web.Response(status=self.status)
+            parse = {
+                "intent": {"name": self.intent, "confidence": self.confidence},
+                "entities": self.entities,
+            }
+            messages = [{**r, "recipient_id": body["sender"]} for r in self.replies]
+            return web.json_response({"messages": messages, "parse": parse, "error": None})
+
         async def tracker(request: web.Request) -> web.StreamResponse:
             if request.query.get("token") != self.token:
                 return web.Response(status=401)
+            self.tracker_reads += 1
             latest = {
                 "text": self.received[-1]["message"] if self.received else None,
                 "intent": {"name": self.intent, "confidence": self.confidence},
@@ -157,6 +178,7 @@ class FakeRasa:
         app = web.Application()
         app.router.add_post("/conversations/{sender}/tracker/events", add_event)
         app.router.add_post("/webhooks/rest/webhook", webhook)
+        app.router.add_post("/webhooks/ketepai/webhook", channel)
         app.router.add_get("/conversations/{sender}/tracker", tracker)
         app.router.add_get("/status", status)
         return app

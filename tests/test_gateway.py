@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import xmltodict
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
@@ -98,9 +99,35 @@ async def test_text_message_gets_rasa_answer_and_a_complete_record(
     assert inbound.nlu_ms is not None and inbound.total_ms is not None
     assert inbound.total_ms >= inbound.nlu_ms
     assert (out.direction, out.reply_to_id, out.channel) == ("out", inbound.id, "passive")
+
     assert out.text == reply["Content"]
     assert out.source == "kb:kiwi-brown-spot"
     assert out.conversation_id == inbound.conversation_id
+
+
+@pytest.mark.parametrize("channel", [True, False], ids=["ketepai-channel", "rest-and-tracker"])
+async def test_parse_comes_with_the_answer_or_from_the_tracker(
+    settings: Settings, fake_rasa: FakeRasa, channel: bool
+) -> None:
+    """Our Rasa channel gives answer and parse in one call; without it, the tracker is read."""
+    fake_rasa.channel = channel
+    client = await client_for(settings)
+    try:
+        for n in range(2):
+            resp = await client.post(
+                "/wechat",
+                params=signed_params(),
+                data=text_xml("farmer-p", f"猕猴桃叶子有斑{n}", msg_id=500 + n),
+            )
+            assert "猕猴桃 · 褐斑病" in xmltodict.parse(await resp.text())["xml"]["Content"]
+    finally:
+        await client.close()
+    assert fake_rasa.tracker_reads == (0 if channel else 2)
+    inbound = [m for m in records(settings) if m.direction == "in"]
+    assert [(m.intent, m.confidence, m.status) for m in inbound] == [
+        ("ask_disease", 0.93, "answered")
+    ] * 2
+    assert inbound[0].entities[0]["value"] == "猕猴桃"
 
 
 async def test_conversation_gets_category_and_crop(settings: Settings) -> None:
