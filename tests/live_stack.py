@@ -36,11 +36,15 @@ def port_open(port: int) -> bool:
 
 
 @contextmanager
-def running_stack(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen]:
-    """`ketepai run` with `env`, healthy on `port`; SIGINT (as Ctrl-C) on the way out."""
+def running_stack(
+    env: dict[str, str], port: int, log: Path, cwd: Path = REPO
+) -> Iterator[subprocess.Popen]:
+    """`ketepai run` with `env`, healthy on `port`; SIGINT (as Ctrl-C) on the way out.
+
+    `cwd`: a copy of the repo runs its own code, data and models (`python -m` imports from it)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run"], cwd=REPO, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "bot.cli", "run"], cwd=cwd, env=env, stdout=out, stderr=out
         )
     try:
         deadline = time.monotonic() + HEALTHY_WITHIN_S
