@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,26 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+SQLITE_SYNC = ("FULL", "NORMAL")
+
+
+def sqlite_synchronous() -> str:
+    """KTP_SQLITE_SYNCHRONOUS: NORMAL (default) or FULL; anything else is refused."""
+    value = os.environ.get("KTP_SQLITE_SYNCHRONOUS", "NORMAL").strip().upper()
+    if value not in SQLITE_SYNC:
+        raise ValueError(f"KTP_SQLITE_SYNCHRONOUS must be FULL or NORMAL, not {value!r}")
+    return value
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; for a SQLite file, create its folder and turn on WAL and foreign keys."""
+    """Create an engine; for a SQLite file, create its folder and turn on WAL and foreign keys.
+
+    SQLite runs WAL with synchronous=NORMAL unless KTP_SQLITE_SYNCHRONOUS=FULL: a commit then
+    survives any crash of our processes (kill -9 included) but the last commits before a power
+    cut or kernel crash may be rolled back; the database is never corrupted. FULL fsyncs every
+    commit: measured 3.0 ms per commit against 0.04 ms on this machine, and SQLite's one writer
+    at a time made that fsync the gateway's bottleneck. Production runs PostgreSQL.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -26,12 +45,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
+        synchronous = sqlite_synchronous()
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
     return engine

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -103,3 +104,24 @@ def test_silence_starts_a_new_service_record(engine: Engine) -> None:
     with Session() as session:
         convs = session.execute(select(Conversation).order_by(Conversation.id)).scalars().all()
         assert [len(c.messages) for c in convs] == [1, 2]
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, 1), ("FULL", 2), ("normal", 1)])
+def test_sqlite_runs_wal_with_the_chosen_synchronous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, expected: int
+) -> None:
+    if setting is None:
+        monkeypatch.delenv("KTP_SQLITE_SYNCHRONOUS", raising=False)
+    else:
+        monkeypatch.setenv("KTP_SQLITE_SYNCHRONOUS", setting)
+    engine = db.make_engine(f"sqlite:///{tmp_path}/s.db")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == expected  # 1 NORMAL, 2 FULL
+    engine.dispose()
+
+
+def test_a_wrong_synchronous_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KTP_SQLITE_SYNCHRONOUS", "OFF")
+    with pytest.raises(ValueError, match="FULL or NORMAL"):
+        db.make_engine("sqlite:///:memory:")
