@@ -136,6 +136,8 @@ def compare(current: Figures | None, candidate: Figures, rule: Rule | None = Non
     rule = rule or Rule()
     if current is None:
         return Verdict(True, ("没有正在使用的模型可比，直接启用",))
+    from bot.admin.nlu_inbox import intent_label  # the page's Chinese names (lazy: no cycle)
+
     reasons = []
     checks = (
         ("意图宏平均F1", current.macro_f1, candidate.macro_f1, rule.macro_f1_drop),
@@ -150,7 +152,7 @@ def compare(current: Figures | None, candidate: Figures, rule: Rule | None = Non
             continue
         new = candidate.recall.get(intent, 0.0)
         if new < old - rule.recall_drop - 1e-9:
-            reasons.append(f"意图 {intent} 的召回率从 {old:.2f} 降到 {new:.2f}")
+            reasons.append(f"意图「{intent_label(intent)}」的召回率从 {old:.2f} 降到 {new:.2f}")
     return Verdict(not reasons, tuple(reasons) or ("新模型不比现在的差",))
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot import model_update
 from bot.admin import pages
+from bot.admin.nlu_inbox import intent_label
 from bot.console.auth import Login, check_csrf
 from bot.console.deps import DEPS, run_db
 from bot.handoff import event
@@ -81,7 +82,7 @@ def figures_table(current: dict[str, Any] | None, candidate: dict[str, Any] | No
 
     rows = [("意图准确率", "accuracy", None), ("意图宏平均F1", "macro_f1", None)]
     rows += [("作物识别F1", "crop_f1", None)]
-    rows += [(f"召回 {i}", "", i) for i in sorted(candidate["recall"])]
+    rows += [(f"召回 · {intent_label(i)}", "", i) for i in sorted(candidate["recall"])]
     body = "".join(
         f"<tr><th>{e(name)}</th><td>{val(current, key, i)}</td><td>{val(candidate, key, i)}</td>"
         "</tr>"
