@@ -176,3 +176,13 @@ def test_a_runner_up_without_evidence_is_not_offered() -> None:
     assert decide(Result((Candidate(a, 1, 1, 0.5, 0.6), faint), 0.5)).kind == "none"
     fair = Result((Candidate(a, 1, 1, 0.5, 0.6), Candidate(b, 0.8, 0.5, 0.2, 0.3)), 0.5)
     assert decide(fair).kind == "clarify"
+
+
+def test_a_confident_calibration_alone_does_not_answer() -> None:
+    from bot.kb_answer import ANSWER_MIN_P
+    from bot.kb_search import Candidate
+
+    a = card_from_dict(card(id="a"))
+    low = Result((Candidate(a, 1, 1, 0.5, ANSWER_MIN_P / 2),), 0.99)
+    assert decide(low).kind != "answer"
+    assert decide(Result((Candidate(a, 1, 1, 0.5, 0.9),), 0.99)).kind == "answer"
