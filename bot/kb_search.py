@@ -56,7 +56,8 @@ CAL_FEATURES = (
     "p_top", "margin", "category", "named", "query_cover", "query_oov", "no_crop", "pest_hit",
     "sqrt_body",
 )  # fmt: skip
-CALIBRATION: tuple[float, ...] = (-4.33, 4.60, 1.22, 4.13, -0.65, -1.48, -2.89, -0.37, 1.84, 2.67)  # intercept first
+# CALIBRATION: intercept first, then one weight per CAL_FEATURES entry.
+CALIBRATION: tuple[float, ...] = (-4.33, 4.60, 1.22, 4.13, -0.65, -1.48, -2.89, -0.37, 1.84, 2.67)
 
 
 @lru_cache(maxsize=1)
