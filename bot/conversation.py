@@ -416,7 +416,7 @@ class Conversations:
     async def _converse(
         self, inbound: Inbound, rec: InboundRecord, started: float, text: str | None = None
     ) -> str:
-        text = text or inbound.text
+        text = text or farmer_text(inbound.text)
         assert text is not None
         task = asyncio.create_task(self._turn(inbound.openid, text))
         remaining = max(0.0, self._budget - (time.perf_counter() - started))
@@ -497,13 +497,25 @@ class Conversations:
 
     def ask_again(self, inbound_id: int, openid: str, text: str) -> None:
         """Ask Rasa for a recorded message's answer and queue it as a push (recovery)."""
-        task = asyncio.create_task(self._turn(openid, text))
+        task = asyncio.create_task(self._turn(openid, farmer_text(text) or text))
         self._spawn(self._push_when_ready(task, inbound_id))
 
     async def drain(self) -> None:
         """Wait for answers still under way (on shutdown) so that they reach the outbox."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def farmer_text(text: str | None) -> str | None:
+    """What a farmer typed, made safe for Rasa: a leading "/" would be read as an intent
+    command (`/request_human`, `/inform{...}`), which only the gateway may send. Rasa strips
+    the text first, so the slash becomes a full-width 「／」; the words are unchanged."""
+    if text is None:
+        return None
+    stripped = text.lstrip()
+    if stripped.startswith("/"):
+        return "／" + stripped[1:]
+    return text
 
 
 def place_of(note: str | None) -> str | None:

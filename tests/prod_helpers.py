@@ -101,6 +101,7 @@ class Sent:
     text: str
     reply: str | None  # None: all three tries failed ("该公众号暂时无法提供服务")
     tries: int
+    sent_at: float = 0.0  # time.monotonic() of the first try
 
 
 def wechat_post(base: str, token: str, openid: str, text: str, msg_id: int) -> Sent:
@@ -118,6 +119,7 @@ def wechat_post(base: str, token: str, openid: str, text: str, msg_id: int) -> S
         },
         full_document=False,
     ).encode()
+    started = time.monotonic()
     for attempt in range(1, 4):
         ts, nonce = str(int(time.time())), secrets.token_hex(4)
         query = f"signature={sign(token, ts, nonce)}&timestamp={ts}&nonce={nonce}"
@@ -126,11 +128,12 @@ def wechat_post(base: str, token: str, openid: str, text: str, msg_id: int) -> S
             with urllib.request.urlopen(req, timeout=5) as resp:
                 raw = resp.read().decode()
             if raw == "success":
-                return Sent(openid, msg_id, text, "", attempt)
-            return Sent(openid, msg_id, text, xmltodict.parse(raw)["xml"]["Content"], attempt)
+                return Sent(openid, msg_id, text, "", attempt, started)
+            content = xmltodict.parse(raw)["xml"]["Content"]
+            return Sent(openid, msg_id, text, content, attempt, started)
         except (urllib.error.URLError, OSError):
             continue
-    return Sent(openid, msg_id, text, None, 3)
+    return Sent(openid, msg_id, text, None, 3, started)
 
 
 def get(url: str, timeout: float = 3) -> tuple[int, str]:

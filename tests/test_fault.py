@@ -75,8 +75,15 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         (REPO / "var" / "fault-run.log").write_bytes(stack.log.read_bytes())  # post-mortem
 
 
-def _load(base: str, tag: str, during: Callable[[], None], farmers: int = 4, each: int = 4) -> list:
-    """`farmers` farmers send `each` messages one after another; `during()` runs meanwhile."""
+def _load(
+    base: str,
+    tag: str,
+    during: Callable[[], None],
+    farmers: int = 4,
+    each: int = 4,
+    gap_s: float = 0.3,
+) -> list:
+    """`farmers` farmers send `each` messages, `gap_s` apart; `during()` runs meanwhile."""
     first = int(time.time() * 1000) % 10**9 * 100
 
     def farmer(n: int) -> list[Sent]:
@@ -84,7 +91,7 @@ def _load(base: str, tag: str, during: Callable[[], None], farmers: int = 4, eac
         for k in range(each):
             msg_id = first + n * 10 + k
             out.append(wechat_post(base, DEV_WECHAT_TOKEN, f"{tag}-{n}", QUESTIONS[k % 3], msg_id))
-            time.sleep(0.3)
+            time.sleep(gap_s)
         return out
 
     with ThreadPoolExecutor(farmers + 1) as pool:
@@ -131,18 +138,28 @@ def test_action_server_killed(prod: dict[str, Any]) -> None:
     _check(prod, _load(prod["base"], "act", kill))
 
 
-def test_database_cut_for_a_while(prod: dict[str, Any]) -> None:
+DB_CUT_S = 30.0  # the issue's figure
+
+
+def test_database_cut_for_30_s(prod: dict[str, Any]) -> None:
     proxy: TcpProxy = prod["proxy"]
+    cut_at: list[float] = []
 
     def cut() -> None:
         proxy.cut()
-        time.sleep(15)
+        cut_at.append(time.monotonic())
+        time.sleep(DB_CUT_S)
         proxy.restore()
+        cut_at.append(time.monotonic())
 
     try:
-        sent = _load(prod["base"], "db", cut, each=6)
+        # Farmers keep writing through the whole cut: 12 messages each, 3 s apart.
+        sent = _load(prod["base"], "db", cut, each=12, gap_s=3.0)
     finally:
         proxy.restore()
+    assert cut_at[1] - cut_at[0] >= DB_CUT_S
+    during_cut = [s for s in sent if cut_at[0] <= s.sent_at <= cut_at[1]]
+    assert len(during_cut) >= 20, f"only {len(during_cut)} messages were sent during the cut"
     _check(prod, sent)
     status, body = get(f"{prod['base']}/metrics")
     assert status == 200 and "ktp_spooled_total" in body
