@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(f"EVAL {i}/{len(args.models)} {Path(m).name}\n")
         sys.stdout.flush()
         out[m] = evaluate(Path(m), gold).as_dict()
-    sys.stdout.write("FIGURES " + json.dumps(out, ensure_ascii=False) + "\n")
+    # On a line of its own: Rasa's console logging may leave a colour reset before it.
+    sys.stdout.write("\nFIGURES " + json.dumps(out, ensure_ascii=False) + "\n")
     return 0
 
 

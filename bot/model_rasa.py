@@ -29,6 +29,8 @@ CHILD_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 Progress = Callable[[str, int | None, int | None], None]  # (line, epoch, epochs)
+# bot.model_eval's answer; anything (a colour code) may precede it on its line.
+FIGURES = re.compile(r"FIGURES (\{.*\})\s*$", re.MULTILINE)
 
 
 class StepFailed(RuntimeError):
@@ -116,8 +118,10 @@ class RasaTrainer:
              str(self.heldout)],
             on_line,
         )  # fmt: skip
-        line = next(ln for ln in reversed(text.splitlines()) if ln.startswith("FIGURES "))
-        raw = json.loads(line.removeprefix("FIGURES "))
+        found = [m.group(1) for m in FIGURES.finditer(text)]
+        if not found:
+            raise StepFailed(f"评估没有给出结果：\n{text[-2500:]}")
+        raw = json.loads(found[-1])
         return {k: Figures.from_dict(v) for k, v in raw.items()}
 
 

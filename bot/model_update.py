@@ -272,8 +272,9 @@ class Updater:
             self._record(actor, "switch", current, final, old, new, verdict)
             self._set(phase="done", detail="已切换到新模型", to_model=str(final))
         except Exception as exc:  # the page must show every failure, not a stuck phase
-            self._record(actor, "failed", current, candidate, None, None, None, note=str(exc))
-            self._set(phase="failed", detail=str(exc)[-3000:])
+            note = str(exc) or type(exc).__name__  # never an empty reason on the page
+            self._record(actor, "failed", current, candidate, None, None, None, note=note)
+            self._set(phase="failed", detail=(str(exc) or type(exc).__name__)[-3000:])
         finally:
             self._set(finished_at=time.time(), epoch=self._status.epoch)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot import db
+from bot import db, model_rasa
 from bot.admin_models import ModelSwitch
 from bot.model_eval import Figures, Gold, compare, entity_f1, figures, intent_figures, load_gold
 from bot.model_rasa import epoch_of
@@ -266,3 +266,31 @@ def test_the_page_shows_steps_not_rasas_raw_output(setup: Any) -> None:
     assert seen == ["", step, step]
     updater._line("validating")("2026 INFO rasa.validator - Validating intents...", None, None)
     assert updater.status()["detail"] == step
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        'EVAL 1/1 m.tar.gz\nFIGURES {"m": 1}\n',
+        '\x1b[0mFIGURES {"m": 1}\n',  # Rasa's console logging left a colour reset before it
+    ],
+)
+def test_the_evaluation_childs_figures_are_found(
+    output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_rasa, "run_child", lambda *a, **k: output)
+    monkeypatch.setattr(model_rasa.Figures, "from_dict", staticmethod(lambda v: v))
+    assert model_rasa.RasaTrainer().evaluate([Path("m")], lambda *a: None) == {"m": 1}
+
+
+def test_no_figures_is_a_failure_with_the_output(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_rasa, "run_child", lambda *a, **k: "Killed\n")
+    with pytest.raises(model_rasa.StepFailed, match="评估没有给出结果"):
+        model_rasa.RasaTrainer().evaluate([Path("m")], lambda *a: None)
+    make, _, _ = setup
+    updater, trainer, _ = make(fig(0.9))
+    trainer.evaluate = lambda models, on_line: next(iter(()))
+    status = updater.run("account:a")
+    assert status["phase"] == "failed" and status["detail"] == "StopIteration"
