@@ -119,6 +119,7 @@ class FakeRasa:
     # it (404), so the gateway must use the REST channel and read the tracker.
     channel: bool = True
     tracker_reads: int = 0
+    peers: list[Any] = field(default_factory=list)  # (host, port) of each channel request
 
     def app(self) -> web.Application:
         async def webhook(request: web.Request) -> web.StreamResponse:
@@ -135,6 +136,8 @@ class FakeRasa:
                 return web.Response(status=404)
             body = await request.json()
             self.received.append(body)
+            if request.transport is not None:
+                self.peers.append(request.transport.get_extra_info("peername"))
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             if self.status != 200:

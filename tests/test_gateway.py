@@ -123,6 +123,8 @@ async def test_parse_comes_with_the_answer_or_from_the_tracker(
     finally:
         await client.close()
     assert fake_rasa.tracker_reads == (0 if channel else 2)
+    if channel:  # a new connection per message, so that every Rasa worker gets its share
+        assert len(fake_rasa.peers) == 2 and fake_rasa.peers[0] != fake_rasa.peers[1]
     inbound = [m for m in records(settings) if m.direction == "in"]
     assert [(m.intent, m.confidence, m.status) for m in inbound] == [
         ("ask_disease", 0.93, "answered")
