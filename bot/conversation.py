@@ -39,7 +39,7 @@ from bot.rasa_client import BotTurn, RasaClient, RasaUnavailable
 from bot.ratelimit import RateLimiter, RedisRateLimiter
 from bot.records import InboundRecord, ReplyRecord
 from bot.replies import ACK_SLOW, APOLOGY, NOT_UNDERSTOOD, RATE_LIMITED
-from bot.resilience import GIVE_UP, resend_passive
+from bot.resilience import hand_to_person, resend_passive
 from bot.wechat import Inbound
 
 log = logging.getLogger(__name__)
@@ -453,10 +453,9 @@ class Conversations:
         failure = ""
         try:
             turn = await task
-            text, source = (turn.reply or NOT_UNDERSTOOD), turn.source
         except Exception as exc:  # RasaUnavailable, or Redis trouble in the lane
             log.warning("late failure for message %s: %r", inbound_id, exc)
-            text, source, failure = GIVE_UP, "error", repr(exc)[:500]
+            failure = repr(exc)[:500]
 
         def save(session: Session) -> None:
             inbound = session.get(Message, inbound_id)
@@ -464,12 +463,16 @@ class Conversations:
             if turn is not None:
                 inbound.intent, inbound.confidence = turn.intent, turn.confidence
                 inbound.entities, inbound.nlu_ms = turn.entities or None, turn.elapsed_ms
+                text, source = (turn.reply or NOT_UNDERSTOOD), turn.source
             else:
                 inbound.error = f"rasa failed after the acknowledgement: {failure}"
                 if inbound.status != "retried":
                     # The farmer was promised an answer: asked again once Rasa is back.
                     inbound.status = "failed"
                     return
+                # Asked again and failed again: a person takes the question, and the farmer is
+                # told so. A case already open for this farmer is reused (open_case).
+                text, source = hand_to_person(session, inbound)
             outbox.enqueue(session, reply_to=inbound, content=text, source=source)
 
         try:

@@ -28,6 +28,7 @@ HELP = {
     "ktp_dedupe_hits_total": ("counter", "retries answered without processing them again"),
     "ktp_spooled_total": ("counter", "messages kept on disk while the database was down"),
     "ktp_recovered_total": ("counter", "messages answered late after a failure (re-asked)"),
+    "ktp_handed_over_total": ("counter", "messages the bot never answered, given to a person"),
 }
 Key = tuple[str, tuple[tuple[str, str], ...]]
 

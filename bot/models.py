@@ -81,7 +81,8 @@ class Message(Base):
     # Outbound: where the answer came from ("kb:<card id>", "bot", "ack", "error").
     source = Column(String(96))
     channel = Column(String(8))  # outbound: "passive" | "push"
-    # "answered", "acknowledged" (answer pushed later), "failed"
+    # "answered", "acknowledged" (answer pushed later), "failed", "retried" (asked again),
+    # "handed_over" (no answer came: a case was opened for a person)
     status = Column(String(16))
     reply_to_id = Column(ForeignKey("messages.id"))
     created_at = Column(DateTime(timezone=True), nullable=False)

@@ -56,6 +56,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     sessions = make_sessionmaker(app[ENGINE])
     failed_after = timedelta(seconds=_seconds("KTP_RECOVER_FAILED_S", 5))
     acked_after = timedelta(seconds=_seconds("KTP_RECOVER_ACKED_S", 90))
+    handover_after = timedelta(seconds=_seconds("KTP_HANDOVER_AFTER_S", 300))
     claims = getattr(conv, "_claims", None)
 
     async def loop() -> None:
@@ -63,6 +64,13 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(EVERY_S)
             try:
                 if await resilience.replay(app[SPOOL], conv.accept_late):
+                    app[OUTBOX].wake()
+                handed = await asyncio.to_thread(
+                    resilience.hand_over_unanswered, sessions, handover_after
+                )
+                if handed:
+                    log.warning("no answer for message(s) %s: handed to a person", handed)
+                    metrics.REGISTRY.inc("ktp_handed_over_total", len(handed))
                     app[OUTBOX].wake()
                 if not await rasa.status():
                     continue

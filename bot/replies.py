@@ -19,6 +19,8 @@ WELCOME = (
     "想找专家（科技特派员）本人，回复「转人工」。"
 )
 ACK_SLOW = "已收到您的问题，正在查询，答案稍后发给您。"
+# Rasa failed twice on a message (the farmer got APOLOGY or ACK_SLOW): a case was opened.
+HANDED_OVER = "已收到，稍后由专家回复（求助#{case}）。有照片可以直接发过来。"
 APOLOGY = "抱歉，系统暂时出了点问题。您的问题已记下，稍后给您回复；着急的话请回复「转人工」。"
 NOT_UNDERSTOOD = "这个我没太明白。请说说是什么作物、出了什么问题，或回复「转人工」找专家。"
 RATE_LIMITED = "您的消息我都收到了。请稍等片刻再发，我一条一条给您看。"

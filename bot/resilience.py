@@ -6,6 +6,9 @@
 - Recovery: a message whose answer failed (Rasa or the action server was down: the farmer got the
   apology, which promises a reply) or whose acknowledged answer was lost with a killed worker, is
   asked again once Rasa is up, and the answer is pushed through the outbox.
+- A person instead: a message asked again that fails again, or still unanswered after
+  KTP_HANDOVER_AFTER_S (300 s; Rasa stayed down), opens a case for the on-duty commissioner
+  (routing as for 「转人工」), and the farmer is pushed 「已收到，稍后由专家回复（求助#N）」.
 """
 
 from __future__ import annotations
@@ -150,6 +153,73 @@ def claim_unanswered(
             if result.rowcount == 1 and text:
                 claimed.append((int(msg_id), str(openid), str(text)))
     return claimed
+
+
+def hand_to_person(session: Session, inbound: Message) -> tuple[str, str]:
+    """Open (or reuse) a case for a message the bot could not answer; the farmer's push text
+    and its source. On any trouble opening the case, the older 「请回复转人工」 text."""
+    from bot import handoff
+    from bot.handoff_push import outbox_sender
+    from bot.replies import HANDED_OVER
+
+    try:
+        with session.begin_nested():
+            case = handoff.open_case(
+                inbound.openid,
+                session=session,
+                symptoms=inbound.text,
+                conversation_id=inbound.conversation_id,
+                sender=outbox_sender,
+            )
+    except Exception:  # the farmer must still hear from us
+        log.exception("could not open a case for message %s", inbound.id)
+        return GIVE_UP, "error"
+    return HANDED_OVER.format(case=case.id), f"error:case#{case.id}"
+
+
+def hand_over_unanswered(sessions: sessionmaker, older_than: timedelta) -> list[int]:
+    """Messages failed or acknowledged-and-never-pushed for longer than `older_than` (Rasa
+    stayed down): each gets a case and the farmer a push saying a person will answer. Each
+    message in its own transaction, claimed by status so that one worker does it."""
+    now = records.utcnow()
+    reply = aliased(Message)
+    pushed = exists().where(and_(reply.reply_to_id == Message.id, reply.channel == "push"))
+    with sessions() as session:
+        ids = (
+            session.execute(
+                select(Message.id)
+                .where(
+                    Message.direction == "in",
+                    Message.msg_type == "text",
+                    Message.status.in_(("failed", "acknowledged", "retried")),
+                    Message.created_at > now - RECOVER_WINDOW,
+                    Message.created_at < now - older_than,
+                    ~pushed,
+                )
+                .order_by(Message.id)
+                .limit(50)
+            )
+            .scalars()
+            .all()
+        )
+    done = []
+    for msg_id in ids:
+        with sessions() as session, session.begin():
+            claimed = session.execute(
+                update(Message)
+                .where(
+                    Message.id == msg_id,
+                    Message.status.in_(("failed", "acknowledged", "retried")),
+                )
+                .values(status="handed_over")
+            )
+            msg = session.get(Message, msg_id)
+            if claimed.rowcount != 1 or msg is None:
+                continue
+            text, source = hand_to_person(session, msg)
+            outbox.enqueue(session, reply_to=msg, content=text, source=source)
+            done.append(int(msg_id))
+    return done
 
 
 def resend_passive(session: Session, key: str) -> None:

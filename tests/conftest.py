@@ -120,6 +120,7 @@ class FakeRasa:
     channel: bool = True
     tracker_reads: int = 0
     peers: list[Any] = field(default_factory=list)  # (host, port) of each channel request
+    down: bool = False  # True: /status answers 503 as well (Rasa not up)
 
     def app(self) -> web.Application:
         async def webhook(request: web.Request) -> web.StreamResponse:
@@ -170,6 +171,8 @@ class FakeRasa:
         async def status(request: web.Request) -> web.StreamResponse:
             if request.query.get("token") != self.token:
                 return web.Response(status=401)
+            if self.down:
+                return web.Response(status=503)
             return web.json_response({"model_file": "models/test.tar.gz"})
 
         async def add_event(request: web.Request) -> web.StreamResponse:

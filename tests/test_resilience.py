@@ -184,3 +184,67 @@ async def test_late_failure_after_the_ack_is_asked_again_not_apologised(
     inbound, ack, push = _rows(settings)
     assert inbound.status == "retried" and ack.text == ACK_SLOW
     assert push.channel == "push" and "猕猴桃" in push.text  # the answer, not an apology
+
+
+def _cases(settings: Settings) -> list[Any]:
+    from bot.handoff_models import Case
+
+    engine = db.make_engine(settings.database_url)
+    with db.make_sessionmaker(engine)() as session:
+        rows = list(session.execute(select(Case).order_by(Case.id)).scalars())
+    engine.dispose()
+    return rows
+
+
+async def test_failing_twice_hands_the_question_to_a_person(
+    settings: Settings, fake_rasa: FakeRasa, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa answers the status check but fails the message again: a case, and the farmer told."""
+    monkeypatch.setenv("KTP_RECOVER_FAILED_S", "0.1")
+    fake_rasa.status = 500  # the webhook fails; /status stays up
+    client = await client_for(settings)
+    try:
+        resp = await client.post(
+            "/wechat", params=signed_params(), data=text_xml("f-twice", "猕猴桃叶子卷了")
+        )
+        assert APOLOGY in await resp.text()
+        assert await _wait(lambda: _sent(settings, ("sent", "pending")) >= 1)
+    finally:
+        await client.close()
+    (case,) = _cases(settings)
+    assert (case.farmer_openid, case.symptoms, case.status) == (
+        "f-twice",
+        "猕猴桃叶子卷了",
+        "waiting",
+    )
+    inbound = _rows(settings)[0]
+    assert inbound.status == "retried"
+    pushes = [m for m in _rows(settings) if m.channel == "push" and m.openid == "f-twice"]
+    assert len(pushes) == 1 and f"求助#{case.id}" in pushes[0].text and "专家" in pushes[0].text
+
+
+async def test_rasa_down_for_long_hands_over_without_asking_again(
+    settings: Settings, fake_rasa: FakeRasa, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KTP_RECOVER_FAILED_S", "0.1")
+    monkeypatch.setenv("KTP_HANDOVER_AFTER_S", "0.5")
+    fake_rasa.status = 500
+    fake_rasa.down = True  # /status fails too: recovery never asks again
+    client = await client_for(settings)
+    try:
+        for n in range(2):
+            resp = await client.post(
+                "/wechat",
+                params=signed_params(),
+                data=text_xml("f-down", f"玉米叶子黄了{n}", msg_id=700 + n),
+            )
+            assert APOLOGY in await resp.text()
+        assert await _wait(lambda: _sent(settings, ("sent", "pending")) >= 2)
+    finally:
+        await client.close()
+    cases = _cases(settings)
+    assert len(cases) == 1  # the farmer's open case is reused for the second message
+    inbound = [m for m in _rows(settings) if m.direction == "in"]
+    assert [m.status for m in inbound] == ["handed_over", "handed_over"]
+    pushes = [m.text for m in _rows(settings) if m.channel == "push"]
+    assert pushes == [f"已收到，稍后由专家回复（求助#{cases[0].id}）。有照片可以直接发过来。"] * 2
