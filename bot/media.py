@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import MediaFile, Message
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 RETRY_AFTER = timedelta(seconds=10)
+# A row left "fetching" this long belonged to a worker that died mid-download: taken again.
+FETCH_STALE = timedelta(seconds=120)
 EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/png": ".png",
@@ -93,21 +95,33 @@ class MediaFetcher:
         now = _now()
         claimed: list[tuple[int, str]] = []
         with self._sessions() as session, session.begin():
+            due = or_(
+                MediaFile.status == "pending",
+                and_(MediaFile.status == "fetching", MediaFile.stored_at < now - FETCH_STALE),
+            )
             rows = session.execute(
-                select(MediaFile.id, MediaFile.media_id, MediaFile.attempts, MediaFile.stored_at)
-                .where(MediaFile.status == "pending")
+                select(
+                    MediaFile.id,
+                    MediaFile.media_id,
+                    MediaFile.attempts,
+                    MediaFile.stored_at,
+                    MediaFile.status,
+                )
+                .where(due)
                 .order_by(MediaFile.id)
                 .limit(50)
             ).all()
-            for row_id, media_id, attempts, last_try in rows:
+            for row_id, media_id, attempts, last_try, status in rows:
                 # stored_at doubles as "last try" while pending, for the retry delay.
-                if attempts and last_try is not None:
+                if status == "pending" and attempts and last_try is not None:
                     last = last_try if last_try.tzinfo else last_try.replace(tzinfo=timezone.utc)
                     if now - last < RETRY_AFTER:
                         continue
+                if status == "fetching":
+                    log.warning("media %s: its download was abandoned; fetching again", row_id)
                 result = session.execute(
                     update(MediaFile)
-                    .where(MediaFile.id == row_id, MediaFile.status == "pending")
+                    .where(MediaFile.id == row_id, MediaFile.status == status, due)
                     .values(status="fetching", stored_at=now)
                 )
                 if result.rowcount == 1:
@@ -119,6 +133,9 @@ class MediaFetcher:
             media = await self._wechat.get_media(media_id)
         except WeChatError as exc:
             await asyncio.to_thread(self._failed, row_id, str(exc))
+            return
+        except Exception as exc:  # network trouble: never leave the row "fetching"
+            await asyncio.to_thread(self._failed, row_id, f"{exc.__class__.__name__}: {exc}")
             return
         digest = hashlib.sha256(media.content).hexdigest()
         ext = EXTENSIONS.get(media.content_type, ".bin")
