@@ -4,6 +4,7 @@ again, claims of dead workers taken over, ticket order and rate limit in Redis, 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import time
@@ -97,6 +98,8 @@ def _redis_up() -> bool:
 @pytest.fixture
 async def redis() -> Any:
     if not _redis_up():
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not reachable on 127.0.0.1:6379 and CI is set")
         pytest.skip("Redis not reachable")
     import redis.asyncio as aioredis
 
@@ -248,3 +251,32 @@ async def test_rasa_down_for_long_hands_over_without_asking_again(
     assert [m.status for m in inbound] == ["handed_over", "handed_over"]
     pushes = [m.text for m in _rows(settings) if m.channel == "push"]
     assert pushes == [f"已收到，稍后由专家回复（求助#{cases[0].id}）。有照片可以直接发过来。"] * 2
+
+
+async def test_a_retry_on_another_worker_is_processed_once(
+    settings: Settings, fake_rasa: FakeRasa, redis: Any
+) -> None:
+    """Two gateway workers on one Redis and one database: WeChat's retry of a MsgId reaches
+    worker B while worker A is still asking Rasa. Rasa is asked once, one record, one answer."""
+    import dataclasses
+
+    from tests.conftest import free_port
+
+    await redis.flushdb()
+    shared = dataclasses.replace(settings, redis_url="redis://127.0.0.1:6379/13")
+    fake_rasa.delay_s = 0.6  # within the 1 s budget: a passive answer
+    a = await client_for(shared)
+    b = await client_for(dataclasses.replace(shared, port=free_port()))
+    try:
+        body = text_xml("f-two", "猕猴桃叶子有褐斑", msg_id=4242)
+        first = asyncio.create_task(a.post("/wechat", params=signed_params(), data=body))
+        await asyncio.sleep(0.2)
+        second = await b.post("/wechat", params=signed_params(), data=body)
+        replies = [await (await first).text(), await second.text()]
+    finally:
+        await a.close()
+        await b.close()
+    assert len(fake_rasa.received) == 1
+    assert all("猕猴桃 · 褐斑病" in r for r in replies), replies
+    inbound = [m for m in _rows(settings) if m.direction == "in"]
+    assert [m.dedupe_key for m in inbound] == ["4242"]
