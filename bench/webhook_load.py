@@ -5,7 +5,9 @@
 
 Each simulated farmer sends its messages one after another (as people do); farmers run in
 parallel. Prints messages/s, p50/p95/p99 latency, the share acknowledged (push path) and the
-count answered later than 4.5 s. Bounded: farmers x messages requests, no endless loop.
+count answered later than 4.5 s, and the CPU milliseconds per message of each of the stack's
+processes (bench/proc_cpu.py), which a busy machine disturbs much less than messages/s.
+Bounded: farmers x messages requests, no endless loop.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ import argparse
 import asyncio
 import os
 import time
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from bench.common import Figures, farmer
+from bench.proc_cpu import StackCpu, report
 from bot.settings import DEV_WECHAT_TOKEN
 
 
 async def main(url: str, token: str, farmers: int, messages: int) -> None:
     """Run the benchmark and print its figures."""
     run = int(time.time())
+    stack = StackCpu.find(urlsplit(url).port or 80)
+    before = stack.take() if stack is not None else {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         figures = Figures()
         await asyncio.gather(
@@ -34,6 +40,10 @@ async def main(url: str, token: str, farmers: int, messages: int) -> None:
             )
         )  # fmt: skip
     print(figures.report(f"webhook load, live stack: {farmers} farmers x {messages} at {url}"))
+    if stack is not None:
+        print(report(stack.since(before), len(figures.latencies)))
+    else:
+        print("  CPU per message: the stack's processes were not found (not on this machine?)")
     print(f"  load average  : {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
 
 
