@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import QUESTIONS, message
+from bench.proc_cpu import StackCpu, report
 from bot.settings import DEV_WECHAT_TOKEN as TOKEN
 from bot.wechat import sign
 from tests.prod_helpers import ProdStack, Sent, kill9, outcome, wait_until
@@ -108,10 +109,14 @@ def main() -> None:
                 print(f"  killed {args.kill} at {args.kill_after:.0f} s")
 
             before = os.getloadavg()
+            assert stack.proc is not None
+            cpu = StackCpu(stack.proc.pid)
+            cpu_before = cpu.take()
             sent, lat, wall = asyncio.run(
                 load(stack.base, args.farmers, args.messages, kill if args.kill != "none" else None)
             )
             during = os.getloadavg()
+            cpu_used = cpu.since(cpu_before)
             final: dict[str, list[Any]] = {}
 
             def settled() -> bool:
@@ -134,7 +139,8 @@ def main() -> None:
                 f"  acknowledged/apology (answer pushed later): {acks}\n"
                 f"  records lost  : {len(final['missing'])}   acknowledged, never answered: "
                 f"{len(final['unanswered'])} {final['why'][:5]}\n"
-                f"  load average  : before {before[0]:.2f}, after {during[0]:.2f} (1 min)"
+                f"  load average  : before {before[0]:.2f}, after {during[0]:.2f} (1 min)\n"
+                + report(cpu_used, len(sent))
             )
         finally:
             stack.stop()
