@@ -137,7 +137,21 @@ class Supervised:
             self.restart_at, self.started = None, now
             self.restarts += 1
             print(f"==> restarting {self.child.name} (#{self.restarts})", flush=True)
+            if "--model" in self.child.argv:
+                # An admin may have switched models since start (/admin/model moves the accepted
+                # model into models/ as the newest): Rasa comes back on that one, not the old.
+                self.child.argv = with_newest_model(self.child.argv, ROOT / "models")
             self.child.start()
+
+
+def with_newest_model(argv: list[str], models: Path) -> list[str]:
+    """`argv` with its `--model` value replaced by the newest model in `models` (if any)."""
+    newest = newest_model(models)
+    if newest is None:
+        return argv
+    out = list(argv)
+    out[out.index("--model") + 1] = str(newest)
+    return out
 
 
 def run(settings: Settings) -> int:

@@ -37,3 +37,18 @@ def test_with_redis_rasa_gets_shared_tracker_and_lock_stores(tmp_path: Path) -> 
         assert doc[store]["type"] == "redis"
         assert (doc[store]["url"], doc[store]["port"], doc[store]["db"]) == ("10.0.0.5", 6380, 2)
         assert doc[store]["password"] == "s3cret"
+
+
+def test_a_restarted_rasa_comes_back_on_the_newest_model(tmp_path: Path) -> None:
+    """prod's supervisor: an admin's switch since start (the accepted model moved into models/
+    as the newest) survives a Rasa crash."""
+    from bot.prod import with_newest_model
+
+    old, new = tmp_path / "20260101-old.tar.gz", tmp_path / "20260102-new.tar.gz"
+    old.write_bytes(b"old")
+    new.write_bytes(b"new")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    argv = ["python", "-m", "bot.rasa_main", "run", "--model", str(old), "--port", "5005"]
+    assert with_newest_model(argv, tmp_path) == [*argv[:5], str(new), "--port", "5005"]
+    assert argv[5] == str(old)  # not changed in place
+    assert with_newest_model(argv, tmp_path / "empty") == argv
