@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,11 +144,11 @@ class Supervised:
             self.child.start()
 
 
-def with_newest_model(argv: list[str], models: Path) -> list[str]:
+def with_newest_model(argv: Sequence[str], models: Path) -> list[str]:
     """`argv` with its `--model` value replaced by the newest model in `models` (if any)."""
     newest = newest_model(models)
     if newest is None:
-        return argv
+        return list(argv)
     out = list(argv)
     out[out.index("--model") + 1] = str(newest)
     return out
