@@ -44,6 +44,19 @@ def live() -> LiveKnowledge:
     return LiveKnowledge(os.environ.get("DATABASE_URL") or "sqlite:///var/ketepai.db")
 
 
+def warm_at_start() -> bool:
+    """Under `ketepai run` (KTP_WARM_KB=1) build the card index in the background as the action
+    server starts, so the first farmer's question does not wait for it (~3.5 s with a 3,200-card
+    import). Not on a plain import (tests, tools)."""
+    if os.environ.get("KTP_WARM_KB") != "1":
+        return False
+    live().warm()
+    return True
+
+
+warm_at_start()
+
+
 @lru_cache(maxsize=1)
 def faqs() -> LiveFaq:
     """The FAQs of this action server (on the knowledge base's database)."""

@@ -170,7 +170,8 @@ def build_children(settings: Settings, rasa_token: str, model: Path) -> list[Chi
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
         }
     )
-    actions_env = {**base_env, "SANIC_HOST": "127.0.0.1"}
+    # KTP_WARM_KB: the action server builds its card index as it starts (actions/actions.py).
+    actions_env = {**base_env, "SANIC_HOST": "127.0.0.1", "KTP_WARM_KB": "1"}
     rasa_env = dict(base_env)
     workers = os.environ.get("KTP_RASA_WORKERS", "1")
     if workers != "1" and not settings.redis_url:

@@ -135,3 +135,20 @@ async def test_after_a_clarifying_question_a_digit_picks_the_card() -> None:
 async def test_a_digit_out_of_place_records_nothing(kb_db: str) -> None:
     events, dispatcher = await run(tracker("1", "affirm"), ActionKBFeedback())
     assert events == [] and dispatcher.messages[0]["custom"][SOURCE_KEY] == "bot:no_pending_card"
+
+
+def test_the_index_is_built_at_start_only_under_ketepai_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    monkeypatch.delenv("KTP_WARM_KB", raising=False)
+    assert kb_actions.warm_at_start() is False
+    assert kb_actions.live()._snapshot is None  # a plain import builds nothing
+    monkeypatch.setenv("KTP_WARM_KB", "1")
+    assert kb_actions.warm_at_start() is True
+    deadline = time.monotonic() + 60
+    while kb_actions.live()._snapshot is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    snap = kb_actions.live()._snapshot
+    assert snap is not None and len(snap.retriever.cards) >= 200
