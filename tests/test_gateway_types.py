@@ -160,6 +160,32 @@ async def test_a_flood_from_one_farmer_is_limited_not_lost(
     assert sum(m.status == "rate_limited" for m in inbound) == 4
 
 
+async def test_a_retry_while_limited_still_gets_its_recorded_answer(
+    settings: Settings, tmp_path: Path, fake_rasa: FakeRasa
+) -> None:
+    """A WeChat retry counts against the farmer's limit, but is answered from the record."""
+    client = await start(settings, tmp_path)
+    try:
+        first = await client.post(
+            "/wechat", params=signed_params(), data=text_xml("busy", "猕猴桃叶斑", msg_id=500)
+        )
+        answer = xmltodict.parse(await first.text())["xml"]["Content"]
+        for n in range(12):  # the limit is reached
+            await client.post(
+                "/wechat", params=signed_params(), data=text_xml("busy", f"第{n}条", msg_id=n + 501)
+            )
+        retry = await client.post(
+            "/wechat", params=signed_params(), data=text_xml("busy", "猕猴桃叶斑", msg_id=500)
+        )
+        again = xmltodict.parse(await retry.text())["xml"]["Content"]
+    finally:
+        await client.close()
+    assert "褐斑病" in answer and again == answer
+    assert len(fake_rasa.received) == 8  # the first and the 7 allowed after it; not the retry
+    inbound = [m for m in rows(settings) if m.direction == "in"]
+    assert len(inbound) == 13 and sum(m.wechat_msg_id == "500" for m in inbound) == 1
+
+
 async def test_internal_error_apologises_and_records_the_failure(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
