@@ -152,7 +152,7 @@ class Updater:
         """shared_dir: where the lock and the status live for every process (None: this
         process only, as in the unit tests)."""
         self.trainer, self.server, self.sessions = trainer, server, sessions
-        self.models_dir, self.rule = models_dir, rule or Rule()
+        self.models_dir, self.rule = models_dir, rule or Rule.from_env()
         self._lock = threading.Lock()  # held for the whole update or restore
         self._state = threading.Lock()
         self._status = Status()

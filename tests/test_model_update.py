@@ -43,6 +43,14 @@ def test_the_rule(current: Figures | None, candidate: Figures, accepted: bool) -
     assert verdict.accepted is accepted and verdict.reasons
 
 
+@pytest.mark.parametrize(("new_recall", "accepted"), [(5 / 6, True), (4 / 6, True), (3 / 6, False)])
+def test_one_message_of_a_small_intent_may_flip_not_two(new_recall: float, accepted: bool) -> None:
+    """`inform` has 6 held-out messages: one flip (0.17) is retraining noise, two are not."""
+    old = Figures(184, 0.86, 0.87, 0.97, {"inform": 5 / 6}, {"inform": 6})
+    new = Figures(184, 0.86, 0.87, 0.97, {"inform": new_recall}, {"inform": 6})
+    assert compare(old, new).accepted is accepted
+
+
 def test_intents_with_little_support_do_not_veto() -> None:
     old = Figures(10, 0.9, 0.8, 0.9, {"greet": 1.0}, {"greet": 2})
     new = Figures(10, 0.9, 0.8, 0.9, {"greet": 0.0}, {"greet": 2})
@@ -294,3 +302,16 @@ def test_no_figures_is_a_failure_with_the_output(
     trainer.evaluate = lambda models, on_line: next(iter(()))
     status = updater.run("account:a")
     assert status["phase"] == "failed" and status["detail"] == "StopIteration"
+
+
+def test_the_operator_may_set_the_tolerances() -> None:
+    from bot.model_eval import Rule
+
+    assert Rule.from_env({}) == Rule()
+    rule = Rule.from_env({"KTP_MODEL_MAX_DROP_F1": "0.05", "KTP_MODEL_MAX_DROP_RECALL": "0.3"})
+    assert (rule.macro_f1_drop, rule.recall_drop, rule.accuracy_drop) == (0.05, 0.3, 0.02)
+    assert compare(fig(0.80), fig(0.76), rule).accepted
+    assert not compare(fig(0.80), fig(0.74), rule).accepted
+    for bad in ("x", "1.5", "-0.1"):
+        with pytest.raises(ValueError, match="KTP_MODEL_MAX_DROP_ACCURACY"):
+            Rule.from_env({"KTP_MODEL_MAX_DROP_ACCURACY": bad})

