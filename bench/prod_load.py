@@ -30,7 +30,7 @@ from bot.settings import DEV_WECHAT_TOKEN as TOKEN
 from bot.wechat import sign
 from tests.prod_helpers import ProdStack, Sent, kill9, outcome, wait_until
 
-NEEDLE = {"rasa": "-m rasa run", "gateway": "bot.cli serve", "actions": "rasa_sdk"}
+NEEDLE = {"rasa": "-m bot.rasa_main run", "gateway": "bot.cli serve", "actions": "rasa_sdk"}
 
 
 async def post(
