@@ -64,7 +64,11 @@ class Message(Base):
     """One inbound WeChat message or one reply to it (passive or pushed)."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_openid_created", "openid", "created_at"),)
+    __table_args__ = (
+        Index("ix_messages_openid_created", "openid", "created_at"),
+        # The recovery passes (bot/resilience.py) look for unanswered messages every ~2 s.
+        Index("ix_messages_status_created", "status", "created_at"),
+    )
 
     id = Column(Integer, primary_key=True)
     conversation_id = Column(ForeignKey("conversations.id"), nullable=False, index=True)
@@ -84,7 +88,7 @@ class Message(Base):
     # "answered", "acknowledged" (answer pushed later), "failed", "retried" (asked again),
     # "handed_over" (no answer came: a case was opened for a person)
     status = Column(String(16))
-    reply_to_id = Column(ForeignKey("messages.id"))
+    reply_to_id = Column(ForeignKey("messages.id"), index=True)
     created_at = Column(DateTime(timezone=True), nullable=False)
     nlu_ms = Column(Integer)  # time spent in Rasa (NLU, dialogue and actions)
     total_ms = Column(Integer)  # from receipt to the reply leaving the gateway

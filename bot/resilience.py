@@ -19,6 +19,7 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -124,8 +125,7 @@ def claim_unanswered(
     """Text messages that failed, or were acknowledged and never answered by push (their
     worker died), marked `retried` so that one process asks again."""
     now = records.utcnow()
-    reply = aliased(Message)
-    pushed = exists().where(and_(reply.reply_to_id == Message.id, reply.channel == "push"))
+    pushed = _pushed()
     with sessions() as session, session.begin():
         rows = session.execute(
             select(Message.id, Message.openid, Message.text)
@@ -182,8 +182,7 @@ def hand_over_unanswered(sessions: sessionmaker, older_than: timedelta) -> list[
     stayed down): each gets a case and the farmer a push saying a person will answer. Each
     message in its own transaction, claimed by status so that one worker does it."""
     now = records.utcnow()
-    reply = aliased(Message)
-    pushed = exists().where(and_(reply.reply_to_id == Message.id, reply.channel == "push"))
+    pushed = _pushed()
     with sessions() as session:
         ids = (
             session.execute(
@@ -220,6 +219,12 @@ def hand_over_unanswered(sessions: sessionmaker, older_than: timedelta) -> list[
             outbox.enqueue(session, reply_to=msg, content=text, source=source)
             done.append(int(msg_id))
     return done
+
+
+def _pushed() -> Any:
+    """EXISTS: the inbound message in the outer query has a pushed reply."""
+    reply = aliased(Message)
+    return exists().where(and_(reply.reply_to_id == Message.id, reply.channel == "push"))
 
 
 def resend_passive(session: Session, key: str) -> None:
