@@ -33,31 +33,41 @@ from tests.prod_helpers import ProdStack, Sent, kill9, outcome, wait_until
 NEEDLE = {"rasa": "-m bot.rasa_main run", "gateway": "bot.cli serve", "actions": "rasa_sdk"}
 
 
+TRIES: dict[int, list[str]] = {}  # MsgId -> what each try met (for the late ones)
+
+
 async def post(
     http: aiohttp.ClientSession, base: str, openid: str, text: str, msg_id: int
 ) -> tuple[Sent, float]:
     """One message as WeChat sends it; the latency is until the farmer sees something."""
     body = message(openid, text, msg_id).encode()
     t0 = time.perf_counter()
+    tries = TRIES.setdefault(msg_id, [])
     for attempt in range(1, 4):
         ts, nonce = str(int(time.time())), secrets.token_hex(4)
         params = {"signature": sign(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce}
+        t1 = time.perf_counter()
         try:
             async with http.post(
                 f"{base}/wechat", params=params, data=body, timeout=aiohttp.ClientTimeout(total=5)
             ) as resp:
                 raw = await resp.text()
                 if resp.status != 200:
+                    tries.append(f"{t1 - t0:.2f}+{time.perf_counter() - t1:.2f}s HTTP {resp.status}")
                     continue
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            tries.append(f"{t1 - t0:.2f}+{time.perf_counter() - t1:.2f}s {exc.__class__.__name__}")
             continue
         reply = "" if raw == "success" else raw.split("<Content><![CDATA[", 1)[-1].split("]]>")[0]
+        kind = "ack" if "稍后" in reply else "success" if not reply else "answer"
+        tries.append(f"{t1 - t0:.2f}+{time.perf_counter() - t1:.2f}s {kind}")
         return Sent(openid, msg_id, text, reply, attempt), (time.perf_counter() - t0) * 1000
     return Sent(openid, msg_id, text, None, 3), (time.perf_counter() - t0) * 1000
 
 
 async def load(base: str, farmers: int, messages: int, kill: object) -> tuple[list, list, float]:
-    """Every farmer's messages; returns (sent, latencies ms, wall s)."""
+    """Every farmer's messages; returns (sent, latencies ms, wall s). Latencies are listed in
+    the order of `sent`."""
     run = time.time_ns() // 1000 % 10**12
     sent: list[Sent] = []
     lat: list[float] = []
@@ -87,6 +97,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--kill", choices=["none", *NEEDLE], default="none")
     parser.add_argument("--kill-after", type=float, default=5.0)
+    parser.add_argument("--log", type=Path, help="keep the stack's log here (post-mortem)")
+    parser.add_argument("--show-late", type=int, default=10, help="list this many late messages")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         stack = ProdStack(
@@ -142,8 +154,13 @@ def main() -> None:
                 f"  load average  : before {before[0]:.2f}, after {during[0]:.2f} (1 min)\n"
                 + report(cpu_used, len(sent))
             )
+            late_ones = [(s, ms) for s, ms in zip(sent, lat) if ms > 4500][: args.show_late]
+            for s, ms in late_ones:
+                print(f"  late {s.msg_id} {ms:.0f} ms: " + " | ".join(TRIES.get(s.msg_id, [])))
         finally:
             stack.stop()
+            if args.log:
+                args.log.write_bytes(stack.log.read_bytes())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Per-farmer arrival order across gateway processes: a ticket lock per openid in Redis.
 
 Each turn takes a ticket (INCR) and runs when the `served` counter reaches the ticket before it;
-it then advances `served`. A holder that dies stops refreshing its heartbeat; a waiter that sees
-neither progress nor a heartbeat for STALL_S skips the dead ticket, so nobody waits for ever.
+it then advances `served`. Each ticket names its holder. A waiter skips the tickets of holders
+the supervisor reported dead (`bot.dedupe.worker_died`) at once. Without that word (the whole
+machine failed, or no supervisor), a holder that dies stops refreshing its `busy` key; a waiter
+that sees neither progress nor `busy` for STALL_S skips the dead ticket, so nobody waits for
+ever.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
+
+from bot.dedupe import DEAD_PREFIX, worker_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,8 +28,34 @@ KEY_TTL_S = 3600
 STALL_S = 3.0
 POLL_S = 0.02
 MAX_WAIT_S = 120.0
-# served := max(served, ticket)
-_ADVANCE = """
+# KEYS tickets, owners; ARGV me, ttl -> the new ticket, recorded as `me`'s
+_TICKET = """
+local t = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], t, ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return t
+"""
+# KEYS served, owners; ARGV ticket, dead prefix, ttl -> {served, tickets skipped}: first skip
+# the tickets before ours whose holders are known dead (or gave them up: holder `-`).
+_POLL = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local skipped = 0
+while cur < tonumber(ARGV[1]) - 1 do
+  local owner = redis.call('HGET', KEYS[2], cur + 1)
+  if not owner then break end
+  if owner ~= '-' and redis.call('EXISTS', ARGV[2] .. owner) == 0 then break end
+  cur = cur + 1
+  redis.call('HDEL', KEYS[2], cur)
+  skipped = skipped + 1
+end
+if skipped > 0 then redis.call('SET', KEYS[1], cur, 'EX', ARGV[3]) end
+return {cur, skipped}
+"""
+# KEYS served, owners, busy; ARGV ticket, ttl: done. served := max(served, ticket)
+_DONE = """
+redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[2], ARGV[1])
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 return 1
@@ -39,26 +71,34 @@ return 0
 class RedisLanes:
     """Run one farmer's calls one at a time, in ticket order, across processes."""
 
-    def __init__(self, redis: Any, prefix: str = "ktp:lane:") -> None:
+    def __init__(self, redis: Any, prefix: str = "ktp:lane:", me: str | None = None) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._me = me or worker_id() or uuid.uuid4().hex
+        self._ticket = redis.register_script(_TICKET)
+        self._poll = redis.register_script(_POLL)
+        self._done = redis.register_script(_DONE)
         self.skipped = 0
 
-    def _keys(self, openid: str) -> tuple[str, str, str]:
+    def _keys(self, openid: str) -> tuple[str, str, str, str]:
         base = self._prefix + openid
-        return base + ":tickets", base + ":served", base + ":busy"
+        return base + ":tickets", base + ":served", base + ":busy", base + ":owners"
 
     async def run(self, openid: str, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Wait for this farmer's earlier tickets, run `fn`, let the next one go."""
-        tickets, served, busy = self._keys(openid)
+        tickets, served, busy, owners = self._keys(openid)
+        ticket = 0
         try:
-            ticket = int(await self._redis.incr(tickets))
-            await self._redis.expire(tickets, KEY_TTL_S)
-            await self._wait_turn(ticket, served, busy)
+            ticket = int(await self._ticket(keys=[tickets, owners], args=[self._me, KEY_TTL_S]))
+            await self._wait_turn(ticket, served, busy, owners)
         except (OSError, ValueError, TimeoutError, RedisError) as exc:
             # Redis trouble must not stop the farmer's answer: run without cross-process order.
             log.warning("lane for %s without Redis order: %r", openid, exc)
+            await self._abandon(owners, ticket)
             return await fn()
+        except BaseException:  # cancelled while waiting: the next ticket need not wait for it
+            await self._abandon(owners, ticket)
+            raise
         stop = asyncio.Event()
         beat = asyncio.create_task(self._beat(busy, stop))
         try:
@@ -69,15 +109,30 @@ class RedisLanes:
             with contextlib.suppress(Exception):
                 await beat
             with contextlib.suppress(Exception):
-                await self._redis.delete(busy)  # before the next holder sets it
-                await self._redis.eval(_ADVANCE, 1, served, ticket, KEY_TTL_S)
+                # busy deleted before the next holder sets it; served := max(served, ticket)
+                await self._done(keys=[served, owners, busy], args=[ticket, KEY_TTL_S])
 
-    async def _wait_turn(self, ticket: int, served: str, busy: str) -> None:
-        deadline = time.monotonic() + MAX_WAIT_S
-        last, since, warned = -1, time.monotonic(), False
+    async def _abandon(self, owners: str, ticket: int) -> None:
+        """A ticket given up before its turn: its holder is named the dead one `-`."""
+        if ticket:
+            with contextlib.suppress(Exception):
+                await self._redis.hset(owners, str(ticket), "-")
+
+    async def _wait_turn(self, ticket: int, served: str, busy: str, owners: str) -> None:
+        t0 = time.monotonic()
+        deadline = t0 + MAX_WAIT_S
+        last, since, warned = -1, t0, False
         while time.monotonic() < deadline:
-            now_served = int(await self._redis.get(served) or 0)
+            now_served, skipped = await self._poll(
+                keys=[served, owners], args=[ticket, DEAD_PREFIX, KEY_TTL_S]
+            )
+            now_served = int(now_served)
+            if skipped:
+                self.skipped += int(skipped)
+                log.info("lane %s: %s ticket(s) of dead workers skipped", served, skipped)
             if now_served >= ticket - 1:
+                if (waited := time.monotonic() - t0) > 1.0:
+                    log.info("lane %s: ticket %s waited %.2f s", served, ticket, waited)
                 return
             now = time.monotonic()
             if now_served != last:
@@ -87,8 +142,11 @@ class RedisLanes:
                             await self._redis.exists(busy))  # fmt: skip
                 warned = True
             elif now - since > STALL_S and not await self._redis.exists(busy):
+                # Nobody said its holder died, but it shows no life: the whole machine failed.
                 if await self._redis.eval(_SKIP, 1, served, now_served, KEY_TTL_S):
                     self.skipped += 1
+                    log.info("lane %s: silent ticket %s skipped after %.2f s", served,
+                             now_served + 1, time.monotonic() - t0)  # fmt: skip
                 since = now
             await asyncio.sleep(POLL_S)
 

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from bot import db, kb_cli
+from bot.dedupe import WORKER_ID_ENV, worker_died
 from bot.runner import READY_TIMEOUT_S, ROOT, STOP_GRACE_S, Child, newest_model, wait_ready
 from bot.settings import Settings, SettingsError
 
@@ -106,20 +107,58 @@ def build(settings: Settings, plan: ProdPlan, token: str, model: Path, var: Path
     rasa.argv = argv
     children = [actions, rasa]
     for n in range(plan.gateways):
-        genv = {**gateway.env, "KTP_REUSE_PORT": "1", "KTP_WORKER": str(n)}
+        genv = {**gateway.env, "KTP_REUSE_PORT": "1", "KTP_WORKER": str(n), WORKER_ID_ENV: ""}
         children.append(Child(f"gw{n}", gateway.argv, gateway.ready_url, genv))
     return children
 
 
-class Supervised:
-    """A child with its restart schedule."""
+def redis_notifier(redis_url: str) -> Callable[[str], None]:
+    """What the supervisor calls with a gateway worker's id once it reaped it: mark it dead in
+    Redis, so that WeChat's retry of a message it held is taken over at once (and the farmer's
+    later messages do not wait for its lane ticket). On failure the TTLs still free them."""
+    import redis
 
-    def __init__(self, child: Child) -> None:
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    def notify(worker: str) -> None:
+        try:
+            worker_died(client, worker)
+        except Exception as exc:  # Redis down: its heartbeat expires in ALIVE_TTL_S anyway
+            print(f"==> could not mark {worker} dead in Redis: {exc!r}", flush=True)
+
+    return notify
+
+
+class Supervised:
+    """A child with its restart schedule. A gateway worker gets a fresh Redis identity
+    (KTP_WORKER_ID) at each start; `on_exit(identity)` is called the moment it is reaped."""
+
+    def __init__(self, child: Child, on_exit: Callable[[str], None] | None = None) -> None:
         self.child = child
         self.backoff = 1.0
         self.started = time.monotonic()
         self.restart_at: float | None = None
         self.restarts = 0
+        self.on_exit = on_exit
+
+    def start(self) -> None:
+        """Start the child (a gateway worker under a new identity) and watch for its exit."""
+        self.started = time.monotonic()
+        if WORKER_ID_ENV not in self.child.env:
+            self.child.start()
+            return
+        worker = f"{self.child.name}-{secrets.token_hex(6)}"
+        self.child.env[WORKER_ID_ENV] = worker
+        self.child.start()
+        proc = self.child.proc
+        assert proc is not None
+
+        def watch() -> None:
+            proc.wait()  # reaps it: tick() sees the exit through the same Popen
+            if self.on_exit is not None:
+                self.on_exit(worker)
+
+        threading.Thread(target=watch, name=f"watch-{worker}", daemon=True).start()
 
     def tick(self, now: float) -> None:
         """Restart the child when it died and its backoff has passed."""
@@ -141,7 +180,7 @@ class Supervised:
                 # An admin may have switched models since start (/admin/model moves the accepted
                 # model into models/ as the newest): Rasa comes back on that one, not the old.
                 self.child.argv = with_newest_model(self.child.argv, ROOT / "models")
-            self.child.start()
+            self.start()
 
 
 def with_newest_model(argv: Sequence[str], models: Path) -> list[str]:
@@ -178,12 +217,12 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervised = [Supervised(c) for c in children]
+    notify = redis_notifier(settings.redis_url) if settings.redis_url else None
+    supervised = [Supervised(c, notify) for c in children]
     try:
         for s in supervised:
             print(f"==> starting {s.child.name}", flush=True)
-            s.child.start()
-            s.started = time.monotonic()
+            s.start()
             kind = s.child.name if s.child.name in ("actions", "rasa") else "gateway"
             if kind != "gateway" or s.child.name == f"gw{plan.gateways - 1}":
                 if not wait_ready(s.child, READY_TIMEOUT_S[kind], stop.is_set):

@@ -346,9 +346,10 @@ class ProdStack:
                 stderr=out,
             )
         proc = self.proc
-        return wait_until(
-            lambda: proc.poll() is None and get(f"{self.base}/healthz")[0] == 200, timeout_s
-        )
+        # Stop waiting as soon as the supervisor has exited (e.g. no trained model).
+        wait_until(lambda: proc.poll() is not None or get(f"{self.base}/healthz")[0] == 200,
+                   timeout_s)  # fmt: skip
+        return proc.poll() is None and get(f"{self.base}/healthz")[0] == 200
 
     def child(self, needle: str) -> int:
         """The pid of one supervised child: "bot.cli serve", "rasa_sdk", "-m rasa run"."""
