@@ -154,10 +154,16 @@ class Conversations:
 
     async def _handle_claimed(self, inbound: Inbound, started: float) -> str:
         key = inbound.dedupe_key
-        if self._claims is not None and not await self._claims.claim(key):
-            answered = await self._await_other_process(key, started)
-            if answered is not None:
-                return answered
+        if self._claims is not None:
+            spent = await self._claims.acquire(key)
+            if spent is None:
+                answered = await self._await_other_process(key, started)
+                if isinstance(answered, str):
+                    return answered
+                spent = answered
+            # Taken over from a worker that died with the first try: the farmer has waited since
+            # that try began, so the reply budget counts from then.
+            started = min(started, time.perf_counter() - min(spent, self._budget))
         try:
             return await self._handle_once(inbound, started)
         except Exception as exc:
@@ -165,16 +171,16 @@ class Conversations:
                 await self._claims.release(key)
             return await self._internal_error(inbound, started, exc)
 
-    async def _await_other_process(self, key: str, started: float) -> str | None:
-        """Another process has this MsgId: answer with its passive reply once recorded;
-        None when that process died and this one took the claim over."""
+    async def _await_other_process(self, key: str, started: float) -> str | float:
+        """Another process has this MsgId: answer with its passive reply once recorded; when
+        that process died and this one took the claim over, the seconds its try had run."""
         REGISTRY.inc("ktp_dedupe_hits_total", where="other_process")
         while time.perf_counter() - started < self._budget:
             previous = await self._db(lambda s: self._previous_reply(s, key))
             if previous is not None:
                 return previous
-            if self._claims is not None and await self._claims.claim(key):
-                return None
+            if self._claims is not None and (spent := await self._claims.acquire(key)) is not None:
+                return spent
             await asyncio.sleep(0.1)
         return ""  # "success": the other process answers or pushes
 
