@@ -6,11 +6,16 @@ Card topics and aliases are for retrieval only: editing cards never changes the 
   alias to its canonical name (奇异果 → 猕猴桃).
 - nlu_data/jieba/userdict.txt: every name and alias as one jieba word, so entity boundaries fall
   on token boundaries.
+- nlu_data/lookups/cues.yml: the intent classifier's cue words (kb/cues.yml, plus every Chinese
+  name and alias of kb/banned_pesticides.yml as a pesticide), lookup tables `cue_animal`,
+  `cue_pesticide` and `cue_fertilizer`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -71,12 +76,44 @@ def jieba_userdict(names: Names) -> str:
     return "".join(f"{w} {JIEBA_FREQ}\n" for w in words if " " not in w)
 
 
+def cue_words(kb_dir: Path = KB_DIR) -> dict[str, list[str]]:
+    """kb/cues.yml's lists (the banned pesticides' Chinese names added), sorted, without repeats."""
+    doc: dict[str, Any] = yaml.safe_load((kb_dir / "cues.yml").read_text(encoding="utf-8")) or {}
+    # kb/cues.yml writes the kinds in the plural.
+    kinds = ("animal", "pesticide", "fertilizer")
+    cues = {kind: {str(w) for w in doc.get(kind + "s") or []} for kind in kinds}
+    banned = yaml.safe_load((kb_dir / "banned_pesticides.yml").read_text(encoding="utf-8")) or {}
+    for section in ("banned", "restricted", "formerly_restricted"):
+        for entry in banned.get(section) or []:
+            for form in (entry.get("name"), *(entry.get("aliases") or [])):
+                if form and re.fullmatch(r"[\u4e00-\u9fff]{2,}", str(form)):
+                    cues["pesticide"].add(str(form))
+    return {kind: sorted(words) for kind, words in cues.items()}
+
+
+def cues_yaml(kb_dir: Path = KB_DIR) -> str:
+    """The cue words as Rasa NLU lookup tables."""
+    nlu = [
+        {"lookup": f"cue_{kind}", "examples": "".join(f"- {w}\n" for w in words)}
+        for kind, words in cue_words(kb_dir).items()
+    ]
+    body = yaml.dump(
+        {"version": "3.1", "nlu": nlu},
+        Dumper=_BlockDumper,
+        allow_unicode=True,
+        sort_keys=False,
+        width=1000,
+    )
+    return HEADER.replace("kb/names.yml", "kb/cues.yml and kb/banned_pesticides.yml") + body
+
+
 def generate(kb_dir: Path = KB_DIR, nlu_dir: Path = NLU_DIR) -> list[Path]:
     """Write the generated files; return those whose content changed."""
     names = load_names(kb_dir)
     outputs = {
         nlu_dir / "lookups" / "names.yml": lookups_yaml(names),
         nlu_dir / "jieba" / "userdict.txt": jieba_userdict(names),
+        nlu_dir / "lookups" / "cues.yml": cues_yaml(kb_dir),
     }
     changed = []
     for path, content in outputs.items():
