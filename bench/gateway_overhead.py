@@ -1,9 +1,16 @@
 """The gateway's own overhead per message, with Rasa mocked by an instant HTTP server.
 
-    .venv/bin/python -m bench.gateway_overhead [--farmers 50] [--messages 20]
+    .venv/bin/python -m bench.gateway_overhead [--farmers 50] [--messages 20] [--redis URL]
+        [--keep-rate-limit]
 
 Starts the gateway in-process on SQLite in a temporary folder (simulator on, so pushes have
 somewhere to go) and a stand-in Rasa that answers at once; prints messages/s and latency.
+
+Each farmer sends as fast as the answers come, far above the per-farmer rate limit (8 at once,
+then one per 2 s): with the limit, most messages would take the short rate-limited path (no
+Rasa, no lane). The limiter is therefore given a huge burst (the same code and Redis calls run,
+nothing is refused) unless --keep-rate-limit. MsgIds are new in each run (Redis keeps claims for
+120 s: a rerun would otherwise meet its predecessor's claims).
 """
 
 from __future__ import annotations
@@ -12,18 +19,25 @@ import argparse
 import asyncio
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
 
 from bench.common import Figures, farmer
-from bot.app import create_app
+from bot import db
+from bot.app import CONVERSATIONS, create_app
+from bot.prod_app import REDIS
+from bot.ratelimit import RateLimiter, RedisRateLimiter
 from bot.settings import Settings
 from tests.conftest import FakeRasa, free_port
 
 
-async def main(farmers: int, messages: int, redis_url: str | None = None) -> None:
+async def main(
+    farmers: int, messages: int, redis_url: str | None = None, keep_rate_limit: bool = False
+) -> None:
     """Run the benchmark and print its figures."""
     fake = FakeRasa()
     rasa = TestServer(fake.app(), host="127.0.0.1", port=free_port())
@@ -42,21 +56,38 @@ async def main(farmers: int, messages: int, redis_url: str | None = None) -> Non
         app = create_app(settings, media_dir=Path(tmp) / "media")
         gateway = TestServer(app, host="127.0.0.1", port=settings.port)
         await gateway.start_server()
+        conv = app[CONVERSATIONS]
+        if not keep_rate_limit:
+            redis = app[REDIS]
+            conv._limiter = (  # the same calls, never refusing
+                RedisRateLimiter(redis, burst=10**9) if redis else RateLimiter(burst=10**9)
+            )
         url = f"{settings.self_url}/wechat"
+        run = time.time_ns() // 1000 % 10**12 * 1000  # MsgIds of this run only
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            await farmer(http, url, "bench-token", "warm-up", 5, 10**9, Figures())
+            await farmer(http, url, "bench-token", f"warm-up-{run}", 5, run + 10**9, Figures())
             figures = Figures()
+            calls = _count_redis_calls(app[REDIS])
             cpu0 = time.process_time()
             await asyncio.gather(
                 *(
-                    farmer(http, url, "bench-token", f"o{n}", messages, n * 10_000, figures)
+                    farmer(
+                        http, url, "bench-token", f"o{n}-{run}", messages, run + n * 10**6, figures
+                    )
                     for n in range(farmers)
                 )
             )
         cpu_ms = (time.process_time() - cpu0) * 1000 / max(1, len(figures.latencies))
+        calls = Counter(calls)  # taken now: background calls after the run do not count
         where = f", Redis {redis_url}" if redis_url else ""
-        title = f"gateway overhead, Rasa mocked{where}: {farmers} farmers x {messages}"
+        limit = ", rate limit kept" if keep_rate_limit else ""
+        title = f"gateway overhead, Rasa mocked{where}{limit}: {farmers} farmers x {messages}"
         print(figures.report(title))
+        print(f"  rate-limited  : {await _count_rate_limited(settings.database_url)}")
+        if calls:
+            n = max(1, len(figures.latencies))
+            shown = "  ".join(f"{k} {v / n:.2f}" for k, v in sorted(calls.items()))
+            print(f"  Redis round trips/message: {sum(calls.values()) / n:.2f} ({shown})")
         print(
             f"  CPU ms/message: {cpu_ms:.1f} (this one process: gateway, its DB threads, and the"
             " stand-in Rasa and farmers)"
@@ -65,10 +96,45 @@ async def main(farmers: int, messages: int, redis_url: str | None = None) -> Non
     await rasa.close()
 
 
+def _count_redis_calls(redis: Any) -> Counter[str]:
+    """Count the gateway's Redis round trips by command (a script counts as one EVALSHA)."""
+    calls: Counter[str] = Counter()
+    if redis is None:
+        return calls
+    inner = redis.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        calls[str(args[0]).lower()] += 1
+        return await inner(*args, **options)
+
+    redis.execute_command = counted
+    return calls
+
+
+async def _count_rate_limited(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from bot.models import Message
+
+    def count() -> int:
+        engine = db.make_engine(url)
+        try:
+            with db.make_sessionmaker(engine)() as session:
+                query = select(func.count()).where(Message.status == "rate_limited")
+                return int(session.execute(query).scalar_one())
+        finally:
+            engine.dispose()
+
+    return await asyncio.to_thread(count)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--farmers", type=int, default=50)
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--redis", default=None, help="REDIS_URL for the gateway (prod mode)")
+    parser.add_argument(
+        "--keep-rate-limit", action="store_true", help="farmers over the limit get its reply"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.farmers, args.messages, args.redis))
+    asyncio.run(main(args.farmers, args.messages, args.redis, args.keep_rate_limit))

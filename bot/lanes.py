@@ -28,20 +28,14 @@ KEY_TTL_S = 3600
 STALL_S = 3.0
 POLL_S = 0.02
 MAX_WAIT_S = 120.0
-# KEYS tickets, owners; ARGV me, ttl -> the new ticket, recorded as `me`'s
-_TICKET = """
-local t = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[2], t, ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return t
-"""
-# KEYS served, owners; ARGV ticket, dead prefix, ttl -> {served, tickets skipped}: first skip
-# the tickets before ours whose holders are known dead (or gave them up: holder `-`).
-_POLL = """
+BUSY_TTL_S, BEAT_S = 2, 0.5  # a holder's `busy` key, refreshed every BEAT_S
+# The served counter after skipping the tickets before ours whose holders are known dead (or
+# gave them up: holder `-`); when it is our turn, `busy` says so at once (the holder's beat
+# refreshes it). KEYS served, owners, busy; `ticket`; ARGV[2] dead prefix, [3] ttl, [4] busy ttl.
+_TURN = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local skipped = 0
-while cur < tonumber(ARGV[1]) - 1 do
+while cur < ticket - 1 do
   local owner = redis.call('HGET', KEYS[2], cur + 1)
   if not owner then break end
   if owner ~= '-' and redis.call('EXISTS', ARGV[2] .. owner) == 0 then break end
@@ -50,8 +44,20 @@ while cur < tonumber(ARGV[1]) - 1 do
   skipped = skipped + 1
 end
 if skipped > 0 then redis.call('SET', KEYS[1], cur, 'EX', ARGV[3]) end
-return {cur, skipped}
+if cur >= ticket - 1 then redis.call('SET', KEYS[3], '1', 'EX', ARGV[4]) end
+return {ticket, cur, skipped}
 """
+# KEYS served, owners, busy, tickets; ARGV me, dead prefix, ttl, busy ttl -> {ticket, served,
+# skipped}: a new ticket recorded as `me`'s, and the first look at whose turn it is.
+_NEW_TICKET = """
+local ticket = redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+redis.call('HSET', KEYS[2], ticket, ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+"""
+_TICKET = _NEW_TICKET + _TURN
+# KEYS served, owners, busy; ARGV ticket, dead prefix, ttl, busy ttl -> {ticket, served, skipped}
+_POLL = "local ticket = tonumber(ARGV[1])\n" + _TURN
 # KEYS served, owners, busy; ARGV ticket, ttl: done. served := max(served, ticket)
 _DONE = """
 redis.call('DEL', KEYS[3])
@@ -85,12 +91,19 @@ class RedisLanes:
         return base + ":tickets", base + ":served", base + ":busy", base + ":owners"
 
     async def run(self, openid: str, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Wait for this farmer's earlier tickets, run `fn`, let the next one go."""
+        """Wait for this farmer's earlier tickets, run `fn`, let the next one go. Without a wait
+        this is two Redis calls: the ticket (with the first look at whose turn it is) and done."""
         tickets, served, busy, owners = self._keys(openid)
         ticket = 0
         try:
-            ticket = int(await self._ticket(keys=[tickets, owners], args=[self._me, KEY_TTL_S]))
-            await self._wait_turn(ticket, served, busy, owners)
+            ticket, now_served, skipped = await self._ticket(
+                keys=[served, owners, busy, tickets],
+                args=[self._me, DEAD_PREFIX, KEY_TTL_S, BUSY_TTL_S],
+            )
+            ticket = int(ticket)
+            self._skipped(served, skipped)
+            if int(now_served) < ticket - 1:
+                await self._wait_turn(ticket, served, busy, owners)
         except (OSError, ValueError, TimeoutError, RedisError) as exc:
             # Redis trouble must not stop the farmer's answer: run without cross-process order.
             log.warning("lane for %s without Redis order: %r", openid, exc)
@@ -100,7 +113,7 @@ class RedisLanes:
             await self._abandon(owners, ticket)
             raise
         stop = asyncio.Event()
-        beat = asyncio.create_task(self._beat(busy, stop))
+        beat = asyncio.create_task(self._beat(busy, stop))  # `busy` was set with our turn
         try:
             return await fn()
         finally:
@@ -111,6 +124,11 @@ class RedisLanes:
             with contextlib.suppress(Exception):
                 # busy deleted before the next holder sets it; served := max(served, ticket)
                 await self._done(keys=[served, owners, busy], args=[ticket, KEY_TTL_S])
+
+    def _skipped(self, served: str, skipped: Any) -> None:
+        if skipped := int(skipped):
+            self.skipped += skipped
+            log.info("lane %s: %s ticket(s) of dead workers skipped", served, skipped)
 
     async def _abandon(self, owners: str, ticket: int) -> None:
         """A ticket given up before its turn: its holder is named the dead one `-`."""
@@ -123,13 +141,12 @@ class RedisLanes:
         deadline = t0 + MAX_WAIT_S
         last, since, warned = -1, t0, False
         while time.monotonic() < deadline:
-            now_served, skipped = await self._poll(
-                keys=[served, owners], args=[ticket, DEAD_PREFIX, KEY_TTL_S]
+            await asyncio.sleep(POLL_S)
+            _, now_served, skipped = await self._poll(
+                keys=[served, owners, busy], args=[ticket, DEAD_PREFIX, KEY_TTL_S, BUSY_TTL_S]
             )
             now_served = int(now_served)
-            if skipped:
-                self.skipped += int(skipped)
-                log.info("lane %s: %s ticket(s) of dead workers skipped", served, skipped)
+            self._skipped(served, skipped)
             if now_served >= ticket - 1:
                 if (waited := time.monotonic() - t0) > 1.0:
                     log.info("lane %s: ticket %s waited %.2f s", served, ticket, waited)
@@ -148,11 +165,12 @@ class RedisLanes:
                     log.info("lane %s: silent ticket %s skipped after %.2f s", served,
                              now_served + 1, time.monotonic() - t0)  # fmt: skip
                 since = now
-            await asyncio.sleep(POLL_S)
 
     async def _beat(self, busy: str, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(Exception):
-                await self._redis.set(busy, "1", ex=2)
+        while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                await asyncio.wait_for(stop.wait(), BEAT_S)
+            if stop.is_set():
+                return
+            with contextlib.suppress(Exception):
+                await self._redis.set(busy, "1", ex=BUSY_TTL_S)

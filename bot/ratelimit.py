@@ -56,12 +56,13 @@ class RedisRateLimiter:
         self._burst = burst
         self._rate = rate_per_s
         self._prefix = prefix
+        self._bucket = redis.register_script(_BUCKET)  # EVALSHA: the script is not resent
 
     async def allow_async(self, openid: str) -> bool:
         """Take one token; on a Redis failure, allow (a limiter must not drop messages)."""
         try:
-            ok = await self._redis.eval(
-                _BUCKET, 1, self._prefix + openid, self._burst, self._rate, time.time()
+            ok = await self._bucket(
+                keys=[self._prefix + openid], args=[self._burst, self._rate, time.time()]
             )
         except Exception:
             return True

@@ -280,3 +280,33 @@ async def test_a_retry_on_another_worker_is_processed_once(
     assert all("猕猴桃 · 褐斑病" in r for r in replies), replies
     inbound = [m for m in _rows(settings) if m.direction == "in"]
     assert [m.dedupe_key for m in inbound] == ["4242"]
+
+
+async def test_redis_round_trips_of_an_uncontended_message(redis: Any) -> None:
+    """Claim, rate limit, lane ticket (with the first look at the turn) and lane done: one
+    round trip each when nobody else holds the farmer's turn."""
+    from collections import Counter
+
+    from bot.dedupe import RedisClaims
+    from bot.lanes import RedisLanes
+    from bot.ratelimit import RedisRateLimiter
+
+    calls: Counter[str] = Counter()
+    inner = redis.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        calls[str(args[0]).lower()] += 1
+        return await inner(*args, **options)
+
+    redis.execute_command = counted
+    claims, limiter, lanes = RedisClaims(redis), RedisRateLimiter(redis), RedisLanes(redis)
+    tag = f"trips-{time.time_ns()}"
+    for n in range(3):  # the first call of each script loads it (NOSCRIPT, then EVALSHA)
+        calls.clear()
+
+        async def turn() -> str:
+            return "answer"
+
+        assert await claims.claim(f"{tag}-{n}") and await limiter.allow_async(tag)
+        assert await lanes.run(tag, turn) == "answer"
+    assert dict(calls) == {"evalsha": 4}, calls
