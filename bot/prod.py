@@ -28,6 +28,8 @@ from bot.settings import Settings, SettingsError
 
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0  # a child up this long has its backoff reset
+MODEL_CHECK_S = 2.0  # how often the supervisor asks Rasa which model it serves
+MODEL_SETTLE_S = 3.0  # a switched worker seen this long ago: the PUT /model has answered
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, top: int) -> int:
@@ -182,6 +184,71 @@ class Supervised:
                 self.child.argv = with_newest_model(self.child.argv, ROOT / "models")
             self.start()
 
+    def restart_now(self, argv: Sequence[str]) -> None:
+        """Stop the child and start it again at once with `argv` (not a failure: no backoff)."""
+        self.child.stop()
+        self.child.wait_stopped(time.monotonic() + STOP_GRACE_S)
+        self.child.kill_group()  # its orphaned sanic workers too
+        self.child.argv = list(argv)
+        self.restart_at = None
+        self.restarts += 1
+        print(f"==> restarting {self.child.name} (#{self.restarts})", flush=True)
+        self.start()
+
+
+class ModelFollower:
+    """Sanic's workers each hold their own Rasa agent, and PUT /model (an admin's switch or
+    restore through /admin/model) reaches one of them. A thread asks Rasa's /status every
+    MODEL_CHECK_S (each on a fresh connection, so any worker may answer); a worker serving a
+    model other than the one Rasa was started with has been switched, and once that has held
+    for MODEL_SETTLE_S (the PUT's answer is out) `due()` names the model to restart Rasa on, so
+    that every worker serves it. A model merely added to models/ (`make train`) is not
+    followed: only what Rasa was told to load."""
+
+    def __init__(
+        self, status: Callable[[], str | None], models: Path, serving: Callable[[], str]
+    ) -> None:
+        self._status, self._models, self._serving = status, models, serving
+        self._seen: tuple[Path, float] | None = None
+        self._lock = threading.Lock()
+
+    def check(self, now: float) -> None:
+        """One look at what a Rasa worker serves."""
+        name = self._status()
+        found: Path | None = None
+        if name:
+            path = Path(name) if Path(name).is_absolute() else self._models / name
+            if path.name != Path(self._serving()).name and path.exists():
+                found = path
+        with self._lock:
+            if found is None:
+                return  # this worker serves the started model, or nobody answered
+            if self._seen is None or self._seen[0] != found:
+                self._seen = (found, now)
+
+    def due(self, now: float) -> Path | None:
+        """The model to restart Rasa on, once (None when nothing is due)."""
+        with self._lock:
+            if self._seen is None or now - self._seen[1] < MODEL_SETTLE_S:
+                return None
+            path, self._seen = self._seen[0], None
+        return path if path.name != Path(self._serving()).name else None
+
+    def run(self, stop: threading.Event) -> None:
+        """check() every MODEL_CHECK_S until `stop`."""
+        while not stop.wait(MODEL_CHECK_S):
+            try:
+                self.check(time.monotonic())
+            except Exception as exc:  # never let the watcher die on a surprise
+                print(f"==> model check failed: {exc!r}", flush=True)
+
+
+def with_model(argv: Sequence[str], model: Path) -> list[str]:
+    """`argv` with its `--model` value replaced by `model`."""
+    out = list(argv)
+    out[out.index("--model") + 1] = str(model)
+    return out
+
 
 def with_newest_model(argv: Sequence[str], models: Path) -> list[str]:
     """`argv` with its `--model` value replaced by the newest model in `models` (if any)."""
@@ -239,10 +306,31 @@ def run(settings: Settings) -> int:
             "  Ctrl-C stops all.\n",
             flush=True,
         )
+        rasa = next(s for s in supervised if s.child.name == "rasa")
+        follower = None
+        if plan.rasa_workers > 1:
+            from bot.model_rasa import RasaModelApi
+
+            api = RasaModelApi(settings.rasa_url, token)
+
+            def serving() -> str:
+                argv = rasa.child.argv
+                return str(argv[list(argv).index("--model") + 1])
+
+            follower = ModelFollower(api.current_model, ROOT / "models", serving)
+            threading.Thread(target=follower.run, args=(stop,), daemon=True).start()
         while not stop.wait(0.5):
             now = time.monotonic()
             for s in supervised:
                 s.tick(now)
+            switched = follower.due(now) if follower is not None else None
+            if switched is not None and rasa.child.alive():
+                print(
+                    f"==> a Rasa worker was switched to {switched.name}: restarting Rasa so "
+                    f"that all {plan.rasa_workers} workers serve it",
+                    flush=True,
+                )
+                rasa.restart_now(with_model(rasa.child.argv, switched))
     finally:
         for s in reversed(supervised):
             s.child.stop()

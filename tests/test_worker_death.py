@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bot.settings import Settings
@@ -226,3 +227,55 @@ def test_supervisor_leaves_other_children_without_an_identity() -> None:
     child.proc.wait()
     time.sleep(0.1)
     assert WORKER_ID_ENV not in child.env and reported == []
+
+
+def test_a_switch_that_reached_one_rasa_worker_restarts_rasa_on_it(tmp_path: Any) -> None:
+    """PUT /model reaches one sanic worker: once /status shows the switched model (and it has
+    settled), the supervisor is told to restart Rasa on it; the started model, a model merely
+    added to models/, or Rasa down ask for nothing."""
+    from bot.prod import MODEL_SETTLE_S, ModelFollower
+
+    old, new, other = (tmp_path / f"{n}.tar.gz" for n in ("20260101-old", "20260102-new", "x"))
+    for p in (old, new, other):
+        p.write_bytes(b"m")
+    answers: list[str | None] = []
+    serving = [str(old)]
+    follower = ModelFollower(lambda: answers.pop(0), tmp_path, lambda: serving[0])
+    for answer in (old.name, None, str(old)):  # the started model (relative or absolute), down
+        answers.append(answer)
+        follower.check(0.0)
+    assert follower.due(100.0) is None
+    answers.append(new.name)  # one worker took the PUT
+    follower.check(10.0)
+    answers.append(old.name)  # the other worker still serves the old one
+    follower.check(11.0)
+    assert follower.due(10.0 + MODEL_SETTLE_S - 0.1) is None  # the PUT may still be answering
+    assert follower.due(10.0 + MODEL_SETTLE_S) == new
+    assert follower.due(20.0) is None  # once
+    answers.append("gone.tar.gz")  # a file that is not there: nothing to restart on
+    follower.check(30.0)
+    assert follower.due(40.0) is None
+    serving[0] = str(new)  # restarted on it
+    answers.append(new.name)
+    follower.check(50.0)
+    assert follower.due(60.0) is None
+
+
+def test_restart_now_starts_the_child_again_with_new_arguments() -> None:
+    from bot.prod import Supervised, with_model
+    from bot.runner import Child
+
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "--model", "a.tar.gz"]
+    child = Child("rasa", argv, "http://127.0.0.1:9/", {})
+    s = Supervised(child)
+    s.start()
+    try:
+        first = child.proc
+        assert first is not None
+        s.restart_now(with_model(child.argv, Path("/m/b.tar.gz")))
+        assert first.poll() is not None and child.alive() and child.proc is not first
+        assert child.argv[-1] == "/m/b.tar.gz" and s.restarts == 1 and s.restart_at is None
+    finally:
+        child.kill_group()
+        if child.proc is not None:
+            child.proc.wait()
