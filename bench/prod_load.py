@@ -1,13 +1,16 @@
 """Load on the production mode on this machine (`ketepai run --prod`, PostgreSQL, Redis).
 
     .venv/bin/python -m bench.prod_load [--rasa-workers 1] [--gateways 2] [--farmers 40]
-        [--messages 5] [--kill none|rasa|gateway|actions] [--kill-after 5]
+        [--messages 5] [--kill none|rasa|gateway|actions] [--kill-after 5] [--log FILE]
+        [--show-late 10]
 
 Starts the stack on a fresh PostgreSQL schema with a fake WeChat API, sends `farmers` farmers'
 messages (each farmer one after another, farmers in parallel; WeChat's 5 s timeout and 3 tries
 with the same MsgId), optionally kill -9 one part `kill_after` seconds in, then waits for the
 stack to settle and prints messages/s, p50/p95/p99, replies later than 4.5 s, records lost
-(MsgIds not in the database) and acknowledged-but-never-answered, with the load average.
+(MsgIds not in the database) and acknowledged-but-never-answered, with the load average. For
+each late message (up to --show-late) it lists what each try met: when it began, how long it
+took, and how it ended (a connection error, or ack/answer/success). --log keeps the stack's log.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ async def post(
             ) as resp:
                 raw = await resp.text()
                 if resp.status != 200:
-                    tries.append(f"{t1 - t0:.2f}+{time.perf_counter() - t1:.2f}s HTTP {resp.status}")
+                    took = time.perf_counter() - t1
+                    tries.append(f"{t1 - t0:.2f}+{took:.2f}s HTTP {resp.status}")
                     continue
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             tries.append(f"{t1 - t0:.2f}+{time.perf_counter() - t1:.2f}s {exc.__class__.__name__}")
@@ -154,7 +158,8 @@ def main() -> None:
                 f"  load average  : before {before[0]:.2f}, after {during[0]:.2f} (1 min)\n"
                 + report(cpu_used, len(sent))
             )
-            late_ones = [(s, ms) for s, ms in zip(sent, lat) if ms > 4500][: args.show_late]
+            late_ones = [(s, ms) for s, ms in zip(sent, lat, strict=True) if ms > 4500]
+            late_ones = late_ones[: args.show_late]
             for s, ms in late_ones:
                 print(f"  late {s.msg_id} {ms:.0f} ms: " + " | ".join(TRIES.get(s.msg_id, [])))
         finally:
