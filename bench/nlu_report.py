@@ -264,14 +264,16 @@ def folds(examples: Sequence[Example], k: int, seed: int) -> list[tuple[list[int
 
 
 def config_key(config: Path, examples: Sequence[Example]) -> str:
-    """A short hash of the NLU pipeline and the data, so cached predictions never go stale
-    (dialogue policies in the same file do not matter here)."""
+    """A short hash of the NLU pipeline, the data and our components' code, so cached predictions
+    never go stale (dialogue policies in the same file do not matter here)."""
     conf = yaml.safe_load(config.read_text(encoding="utf-8"))
     pipeline = {"language": conf.get("language"), "pipeline": conf.get("pipeline")}
     h = hashlib.sha256(json.dumps(pipeline, sort_keys=True, ensure_ascii=False).encode())
     for e in examples:
         h.update(f"{e.intent}\t{e.raw}\n".encode())
-    for f in sorted(LOOKUPS.glob("*.yml")) + sorted((REPO / "nlu_data" / "jieba").glob("*")):
+    # Our own components' code too: a fix to it must not reuse predictions of the old one.
+    own = [REPO / "bot" / "nlu_components.py"]
+    for f in sorted(LOOKUPS.glob("*.yml")) + sorted((REPO / "nlu_data" / "jieba").glob("*")) + own:
         h.update(f.read_bytes())
     return h.hexdigest()[:10]
 
