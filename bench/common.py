@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import xmltodict
 
-from bot.replies import ACK_SLOW
+from bot.replies import ACK_SLOW, RATE_LIMITED
 from bot.wechat import sign
 
 QUESTIONS = [
@@ -32,6 +32,9 @@ class Figures:
     acks: int = 0
     errors: int = 0
     late: int = 0  # answers after 4.5 s
+    # Replies from the per-farmer rate limiter (burst 8, then one per 2 s): no answer, so a run
+    # where farmers send more than 8 messages back to back measures the limiter, not the bot.
+    limited: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     def report(self, title: str) -> str:
@@ -46,6 +49,8 @@ class Figures:
             f"  max {max(self.latencies, default=0):.1f}\n"
             f"  push path     : {self.acks} ({100 * self.acks / max(n, 1):.1f} %)\n"
             f"  later than 4.5 s: {self.late}   errors: {self.errors}"
+            f"   rate-limited: {self.limited}"
+            + ("  (not answers: keep messages per farmer <= 8)" if self.limited else "")
         )
 
 
@@ -95,3 +100,5 @@ async def farmer(
         figures.late += ms > 4500
         if raw not in {"", "success"} and ACK_SLOW in raw:
             figures.acks += 1
+        if RATE_LIMITED in raw:
+            figures.limited += 1
