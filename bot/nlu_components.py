@@ -57,8 +57,9 @@ KIND_MARK = {
     "pesticide": "\ue005",
     "fertilizer": "\ue006",
 }
-# A pest_disease name is a disease (or disorder) when its canonical name ends like one (稻瘟病, 猪瘟,
-# 新城疫, 羊痘, 鸡白痢, 禽流感, 瘤胃臌气); else a pest (斑潜蝇, 白粉虱 and 根结线虫 are pests).
+# A pest_disease name is a disease (or disorder) when its canonical name ends like one
+# (稻瘟病, 猪瘟, 新城疫, 羊痘, 鸡白痢, 禽流感, 瘤胃臌气); else a pest (斑潜蝇, 白粉虱 and
+# 根结线虫 are pests).
 _DISEASE = re.compile(r"(病|瘟|疫|痘|痢|流感|臌气)$")
 
 
