@@ -72,13 +72,17 @@ def check(settings: Settings, env: Mapping[str, str] | None = None) -> ProdPlan:
 
 
 def prod_endpoints(settings: Settings, out_dir: Path) -> Path:
-    """endpoints.yml with the SQL tracker store (PostgreSQL) and the Redis lock store."""
+    """endpoints.yml with the SQL tracker store (PostgreSQL) and the Redis lock store.
+
+    The tracker store is Rasa's SQL one with its database work in worker threads
+    (bot/rasa_tracker.py: Rasa's own blocks the event loop while PostgreSQL answers); Rasa
+    passes it the same keys as to `type: SQL`."""
     from bot.runner import rasa_endpoints
 
     doc = yaml.safe_load(rasa_endpoints(settings, out_dir).read_text(encoding="utf-8")) or {}
     url = make_url(settings.database_url)
     store: dict[str, object] = {
-        "type": "SQL",
+        "type": "bot.rasa_tracker.ThreadedSQLTrackerStore",
         "dialect": "postgresql",
         "url": url.host or "127.0.0.1",
         "port": url.port or 5432,
