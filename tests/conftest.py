@@ -22,6 +22,15 @@ from bot import db
 from bot.settings import Settings
 from bot.wechat import sign
 
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Run every test on asyncio's own event loop, as the gateway runs.
+
+    Importing Rasa's NLU modules (tests/nlu/test_components.py) imports Sanic, which switches the
+    process to uvloop's event loop policy; the outbox tests then failed in the full suite and
+    passed alone. Collection is over here, so whatever a test module's imports did is undone."""
+    asyncio.set_event_loop_policy(None)
+
 PG_URL = os.environ.get("KTP_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 TOKEN = "test-token"
 
