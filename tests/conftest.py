@@ -31,6 +31,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     passed alone. Collection is over here, so whatever a test module's imports did is undone."""
     asyncio.set_event_loop_policy(None)
 
+
 PG_URL = os.environ.get("KTP_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 TOKEN = "test-token"
 
