@@ -1,10 +1,13 @@
 """The gateway's own overhead per message, with Rasa mocked by an instant HTTP server.
 
     .venv/bin/python -m bench.gateway_overhead [--farmers 50] [--messages 20] [--redis URL]
-        [--keep-rate-limit]
+        [--keep-rate-limit] [--one-process]
 
 Starts the gateway in-process on SQLite in a temporary folder (simulator on, so pushes have
-somewhere to go) and a stand-in Rasa that answers at once; prints messages/s and latency.
+somewhere to go) and a stand-in Rasa that answers at once; prints messages/s and latency. The
+stand-in Rasa and the simulated farmers run in a child process of their own, as Rasa and WeChat do,
+so the gateway's event loop and the CPU figure are the gateway's alone; --one-process runs them on
+the gateway's loop (the earlier way, which adds their work to every latency).
 
 Each farmer sends as fast as the answers come, far above the per-farmer rate limit (8 at once,
 then one per 2 s): with the limit, most messages would take the short rate-limited path (no
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import tempfile
 import time
 from collections import Counter
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +41,31 @@ from tests.conftest import FakeRasa, free_port
 
 
 async def main(
-    farmers: int, messages: int, redis_url: str | None = None, keep_rate_limit: bool = False
+    farmers: int,
+    messages: int,
+    redis_url: str | None = None,
+    keep_rate_limit: bool = False,
+    one_process: bool = False,
 ) -> None:
     """Run the benchmark and print its figures."""
     fake = FakeRasa()
-    rasa = TestServer(fake.app(), host="127.0.0.1", port=free_port())
-    await rasa.start_server()
+    rasa: TestServer | None = None
+    child: Any = None
+    if one_process:
+        rasa = TestServer(fake.app(), host="127.0.0.1", port=free_port())
+        await rasa.start_server()
+        rasa_port = int(rasa.port or 0)
+    else:
+        pipe, child_end = multiprocessing.get_context("spawn").Pipe()
+        child = multiprocessing.get_context("spawn").Process(
+            target=_client_process, args=(child_end, farmers, messages), daemon=True
+        )
+        child.start()
+        rasa_port = int(await asyncio.to_thread(pipe.recv))
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             port=free_port(),
-            rasa_port=int(rasa.port or 0),
+            rasa_port=rasa_port,
             action_port=free_port(),
             database_url=f"sqlite:///{tmp}/bench.db",
             simulator=True,
@@ -64,19 +84,21 @@ async def main(
             )
         url = f"{settings.self_url}/wechat"
         run = time.time_ns() // 1000 % 10**12 * 1000  # MsgIds of this run only
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            await farmer(http, url, "bench-token", f"warm-up-{run}", 5, run + 10**9, Figures())
-            figures = Figures()
-            calls = _count_redis_calls(app[REDIS])
+        calls = _count_redis_calls(app[REDIS])
+        if child is None:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                await farmer(http, url, "bench-token", f"warm-up-{run}", 5, run + 10**9, Figures())
+                calls.clear()
+                figures = Figures()
+                cpu0 = time.process_time()
+                await _farmers(http, url, farmers, messages, run, figures)
+        else:
+            pipe.send((url, run))
+            await asyncio.to_thread(pipe.recv)  # warmed up
+            calls.clear()
             cpu0 = time.process_time()
-            await asyncio.gather(
-                *(
-                    farmer(
-                        http, url, "bench-token", f"o{n}-{run}", messages, run + n * 10**6, figures
-                    )
-                    for n in range(farmers)
-                )
-            )
+            pipe.send("go")
+            figures = await asyncio.to_thread(pipe.recv)
         cpu_ms = (time.process_time() - cpu0) * 1000 / max(1, len(figures.latencies))
         calls = Counter(calls)  # taken now: background calls after the run do not count
         where = f", Redis {redis_url}" if redis_url else ""
@@ -88,12 +110,51 @@ async def main(
             n = max(1, len(figures.latencies))
             shown = "  ".join(f"{k} {v / n:.2f}" for k, v in sorted(calls.items()))
             print(f"  Redis round trips/message: {sum(calls.values()) / n:.2f} ({shown})")
-        print(
-            f"  CPU ms/message: {cpu_ms:.1f} (this one process: gateway, its DB threads, and the"
-            " stand-in Rasa and farmers)"
+        what = (
+            "this one process: gateway, its DB threads, and the stand-in Rasa and farmers"
+            if child is None
+            else "the gateway's process alone; stand-in Rasa and farmers in another"
         )
+        print(f"  CPU ms/message: {cpu_ms:.1f} ({what})")
         await gateway.close()
-    await rasa.close()
+    if rasa is not None:
+        await rasa.close()
+    if child is not None:
+        pipe.send("stop")
+        child.join(10)
+
+
+async def _farmers(
+    http: aiohttp.ClientSession, url: str, farmers: int, messages: int, run: int, figures: Figures
+) -> None:
+    await asyncio.gather(
+        *(
+            farmer(http, url, "bench-token", f"o{n}-{run}", messages, run + n * 10**6, figures)
+            for n in range(farmers)
+        )
+    )
+
+
+def _client_process(pipe: Connection, farmers: int, messages: int) -> None:
+    """The child: a stand-in Rasa and the farmers, on an event loop of their own."""
+
+    async def serve() -> None:
+        fake = FakeRasa()
+        rasa = TestServer(fake.app(), host="127.0.0.1", port=free_port())
+        await rasa.start_server()
+        pipe.send(rasa.port)
+        url, run = await asyncio.to_thread(pipe.recv)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            await farmer(http, url, "bench-token", f"warm-up-{run}", 5, run + 10**9, Figures())
+            pipe.send("warm")
+            await asyncio.to_thread(pipe.recv)  # go
+            figures = Figures()
+            await _farmers(http, url, farmers, messages, run, figures)
+        pipe.send(figures)
+        await asyncio.to_thread(pipe.recv)  # stop
+        await rasa.close()
+
+    asyncio.run(serve())
 
 
 def _count_redis_calls(redis: Any) -> Counter[str]:
@@ -136,5 +197,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--keep-rate-limit", action="store_true", help="farmers over the limit get its reply"
     )
+    parser.add_argument(
+        "--one-process", action="store_true", help="stand-in Rasa and farmers on the gateway's loop"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.farmers, args.messages, args.redis, args.keep_rate_limit))
+    asyncio.run(
+        main(args.farmers, args.messages, args.redis, args.keep_rate_limit, args.one_process)
+    )
