@@ -75,24 +75,27 @@ class Rule:
         """The rule, with any of KTP_MODEL_MAX_DROP_F1 / _ACCURACY / _CROP_F1 / _RECALL set by
         the operator (a drop as a fraction, 0-1). A bad value stops with a clear message."""
         env = os.environ if env is None else env
-        values: dict[str, float] = {}
-        for field_, var in (
-            ("macro_f1_drop", "KTP_MODEL_MAX_DROP_F1"),
-            ("accuracy_drop", "KTP_MODEL_MAX_DROP_ACCURACY"),
-            ("crop_f1_drop", "KTP_MODEL_MAX_DROP_CROP_F1"),
-            ("recall_drop", "KTP_MODEL_MAX_DROP_RECALL"),
-        ):
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"{var} must be a number between 0 and 1, not {raw!r}") from None
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{var} must be between 0 and 1, not {value}")
-            values[field_] = value
-        return cls(**values)  # type: ignore[arg-type]  # all float fields
+        default = cls()
+        return cls(
+            macro_f1_drop=_drop(env, "KTP_MODEL_MAX_DROP_F1", default.macro_f1_drop),
+            accuracy_drop=_drop(env, "KTP_MODEL_MAX_DROP_ACCURACY", default.accuracy_drop),
+            crop_f1_drop=_drop(env, "KTP_MODEL_MAX_DROP_CROP_F1", default.crop_f1_drop),
+            recall_drop=_drop(env, "KTP_MODEL_MAX_DROP_RECALL", default.recall_drop),
+        )
+
+
+def _drop(env: Mapping[str, str], var: str, default: float) -> float:
+    """A tolerated drop (a fraction, 0-1) from `var`, or `default` when unset."""
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{var} must be a number between 0 and 1, not {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{var} must be between 0 and 1, not {value}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,11 @@ class ModelFollower:
                 print(f"==> model check failed: {exc!r}", flush=True)
 
 
+def model_of(argv: Sequence[str]) -> str:
+    """The `--model` value of a Rasa command line."""
+    return str(argv[list(argv).index("--model") + 1])
+
+
 def with_model(argv: Sequence[str], model: Path) -> list[str]:
     """`argv` with its `--model` value replaced by `model`."""
     out = list(argv)
@@ -257,11 +262,7 @@ def with_model(argv: Sequence[str], model: Path) -> list[str]:
 def with_newest_model(argv: Sequence[str], models: Path) -> list[str]:
     """`argv` with its `--model` value replaced by the newest model in `models` (if any)."""
     newest = newest_model(models)
-    if newest is None:
-        return list(argv)
-    out = list(argv)
-    out[out.index("--model") + 1] = str(newest)
-    return out
+    return list(argv) if newest is None else with_model(argv, newest)
 
 
 def run(settings: Settings) -> int:
@@ -317,11 +318,9 @@ def run(settings: Settings) -> int:
 
             api = RasaModelApi(settings.rasa_url, token)
 
-            def serving() -> str:
-                argv = rasa.child.argv
-                return str(argv[list(argv).index("--model") + 1])
-
-            follower = ModelFollower(api.current_model, ROOT / "models", serving)
+            follower = ModelFollower(
+                api.current_model, ROOT / "models", lambda: model_of(rasa.child.argv)
+            )
             threading.Thread(target=follower.run, args=(stop,), daemon=True).start()
         while not stop.wait(0.5):
             now = time.monotonic()
