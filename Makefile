@@ -107,9 +107,10 @@ kb-report: $(VENV)/.installed ## knowledge-base benchmark: precision, answered, 
 	$(PY) -m bench.kb_report $(addprefix --questions ,$(QUESTIONS))
 
 # The pipeline in use first (held-out, time, memory and latency are measured on it), then the
-# candidates it was compared with. CPU-heavy (5 trainings per pipeline, 10-25 min each on 2
-# cores, up to 10 min per fold when the machine is shared; results cached in var/nlu-exp/): run
-# niced, not part of `make test`. Quick run: make nlu-report NLU_ARGS="--max-folds 1".
+# candidates it was compared with. 5 trainings per pipeline (config.yml: about 6 min in all with
+# the full model, on 6,052 examples; DIET: several minutes per fold), results cached in
+# var/nlu-exp/: run niced, not part of `make test`. Quick run: make nlu-report NLU_ARGS="--max-folds 1";
+# only the pipeline in use: make nlu-report NLU_CONFIGS=config.yml.
 NLU_CONFIGS ?= config.yml bench/configs/diet.yml
 NLU_ARGS ?=
 nlu-report: $(VENV)/.installed ## NLU benchmark: 5-fold CV vs a TF-IDF baseline, held-out, time, memory, latency
