@@ -1,5 +1,6 @@
-"""A deliberately worse training set is refused: two real models (tiny config) trained, validated
-and evaluated by the real RasaTrainer, judged by the same Updater and rule as the admin page."""
+"""A deliberately worse training set is refused: two real models (the production pipeline,
+config.yml) trained, validated and evaluated by the real RasaTrainer, judged by the same Updater
+and rule as the admin page."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from bot.model_rasa import RasaTrainer
 from bot.model_update import Updater
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "nlu" / "tiny_config.yml"
+CONFIG = ROOT / "config.yml"
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ def test_a_worse_training_set_is_refused(tmp_path: Path, sqlite_url: str) -> Non
     models, rasa = tmp_path / "models", RecordingRasa()
 
     def updater(data: Path) -> Updater:
-        trainer = RasaTrainer(config=TINY, data=data, out=tmp_path / "candidates")
+        trainer = RasaTrainer(config=CONFIG, data=data, out=tmp_path / "candidates")
         return Updater(trainer, rasa, lambda: sessions, models_dir=models)
 
     good: dict[str, Any] = updater(ROOT / "nlu_data").run("account:test")
