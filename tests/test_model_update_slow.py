@@ -17,7 +17,6 @@ from bot.model_rasa import RasaTrainer
 from bot.model_update import Updater
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "config.yml"
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +56,7 @@ def test_a_worse_training_set_is_refused(tmp_path: Path, sqlite_url: str) -> Non
     models, rasa = tmp_path / "models", RecordingRasa()
 
     def updater(data: Path) -> Updater:
-        trainer = RasaTrainer(config=CONFIG, data=data, out=tmp_path / "candidates")
+        trainer = RasaTrainer(data=data, out=tmp_path / "candidates")
         return Updater(trainer, rasa, lambda: sessions, models_dir=models)
 
     good: dict[str, Any] = updater(ROOT / "nlu_data").run("account:test")
